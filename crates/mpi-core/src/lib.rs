@@ -1,0 +1,18 @@
+//! The domain of kouiki-mpi: identifiers and their validation, keyed pseudonyms, identity
+//! resolution, authorization, the service logic, and the `Store` trait.
+//!
+//! No tonic, no storage engine, no I/O beyond the random number generator: this crate is what
+//! every transport and every store agrees on.
+
+pub mod authz;
+pub mod dates;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod principal;
+pub mod qualification;
+pub mod resolution;
+pub mod service;
+pub mod store;
+
+pub use error::{FieldViolation, ServiceError, ServiceResult};
