@@ -1,0 +1,409 @@
+//! Thin tonic adapters: principal from the certificate, role check, conversion, the service
+//! call off the reactor, error mapping, metrics and a log line. No business rule lives here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mpi_core::authz::{Operation, authorize};
+use mpi_core::dates::today_in_japan;
+use mpi_core::principal::Principal;
+use mpi_core::qualification::QualificationRecord;
+use mpi_core::service::{ImportCounts, Mpi, SamePerson, unimplemented};
+use mpi_core::{ServiceError, ServiceResult};
+use mpi_proto::v1 as pb;
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::Limits;
+use crate::convert;
+use crate::identity::principal_of;
+use crate::metrics::Metrics;
+use crate::status::to_status;
+
+/// Records kept in memory before one import commit; bounds memory for streams of millions.
+const IMPORT_COMMIT_RECORDS: usize = 10_000;
+/// Rejections listed in an import summary (all are counted).
+const IMPORT_REJECTIONS_LISTED: usize = 1000;
+
+/// What every adapter shares.
+#[derive(Clone)]
+pub struct Ctx {
+    mpi: Mpi,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+impl Ctx {
+    /// Shared state of the adapters.
+    pub fn new(mpi: Mpi, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        Self { mpi, metrics, limits }
+    }
+
+    fn finish<T>(&self, operation: Operation, started: Instant, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.observe(operation.name(), code, elapsed);
+        tracing::info!(
+            rpc = operation.name(),
+            code = crate::metrics::code_name(code),
+            micros = elapsed.as_micros() as u64,
+            "rpc"
+        );
+    }
+
+    /// Authenticates and authorizes the caller.
+    fn admit<T>(&self, operation: Operation, request: &Request<T>) -> Result<Principal, Status> {
+        let principal = principal_of(request)?;
+        authorize(&principal, operation).map_err(to_status)?;
+        Ok(principal)
+    }
+
+    /// Runs a unary RPC: admit, then `work` on a blocking thread.
+    async fn unary<Req, Resp, F>(
+        &self,
+        operation: Operation,
+        request: Request<Req>,
+        work: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(&Mpi, &Principal, Req) -> ServiceResult<Resp> + Send + 'static,
+    {
+        let started = Instant::now();
+        let result = async {
+            let principal = self.admit(operation, &request)?;
+            let mpi = self.mpi.clone();
+            let message = request.into_inner();
+            blocking(move || work(&mpi, &principal, message)).await
+        }
+        .await;
+        self.finish(operation, started, &result);
+        result.map(Response::new)
+    }
+
+    /// An RPC of a later version: admitted like any other, then `UNIMPLEMENTED`.
+    async fn not_yet<Req: Send + 'static, Resp: Send + 'static>(
+        &self,
+        operation: Operation,
+        request: Request<Req>,
+    ) -> Result<Response<Resp>, Status> {
+        self.unary(operation, request, move |_, _, _| Err(unimplemented(operation))).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> ServiceResult<T> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(to_status),
+        Err(error) => {
+            tracing::error!(error = %error, "service task failed");
+            Err(Status::internal("internal error"))
+        }
+    }
+}
+
+fn invalid(violations: Vec<mpi_core::FieldViolation>) -> ServiceError {
+    ServiceError::InvalidArgument(violations)
+}
+
+/// `QualificationHistory`.
+#[derive(Clone)]
+pub struct QualificationHistoryAdapter(pub Ctx);
+
+/// Accumulates an import's counts and rejections.
+#[derive(Default)]
+struct ImportSummary {
+    counts: ImportCounts,
+    rejected: u64,
+    rejections: Vec<pb::RecordRejection>,
+}
+
+impl ImportSummary {
+    fn reject(&mut self, record_index: u64, violations: Vec<mpi_core::FieldViolation>) {
+        self.rejected += 1;
+        for violation in violations {
+            if self.rejections.len() < IMPORT_REJECTIONS_LISTED {
+                self.rejections.push(pb::RecordRejection {
+                    record_index,
+                    field: violation.field,
+                    reason: violation.rule,
+                });
+            }
+        }
+    }
+
+    fn add(&mut self, counts: ImportCounts) {
+        self.counts.accepted += counts.accepted;
+        self.counts.unchanged += counts.unchanged;
+    }
+
+    fn into_response(self) -> pb::ImportQualificationsResponse {
+        let truncated = self.rejections.len() as u64 >= IMPORT_REJECTIONS_LISTED as u64
+            && self.rejected > self.rejections.len() as u64;
+        pb::ImportQualificationsResponse {
+            accepted: self.counts.accepted,
+            unchanged: self.counts.unchanged,
+            rejected: self.rejected,
+            rejections: self.rejections,
+            rejections_truncated: truncated,
+        }
+    }
+}
+
+impl QualificationHistoryAdapter {
+    async fn import(
+        &self,
+        request: Request<Streaming<pb::ImportQualificationsRequest>>,
+    ) -> Result<pb::ImportQualificationsResponse, Status> {
+        self.0.admit(Operation::ImportQualifications, &request)?;
+        let mut stream = request.into_inner();
+        let mut summary = ImportSummary::default();
+        let mut record_index: u64 = 0;
+        let mut pending: Vec<QualificationRecord> = Vec::with_capacity(IMPORT_COMMIT_RECORDS);
+        // One commit runs while the next batch is read and validated.
+        let mut in_flight: Option<JoinHandle<ServiceResult<ImportCounts>>> = None;
+        let max_batch = self.0.limits.max_batch_items;
+        while let Some(message) = stream.message().await? {
+            if message.records.len() > max_batch {
+                return Err(Status::resource_exhausted(format!(
+                    "records: at most {max_batch} records per message, found {}",
+                    message.records.len()
+                )));
+            }
+            for record in &message.records {
+                match convert::qualification_record(record) {
+                    Ok(record) => pending.push(record),
+                    Err(violations) => summary.reject(record_index, violations),
+                }
+                record_index += 1;
+            }
+            if pending.len() >= IMPORT_COMMIT_RECORDS {
+                if let Some(previous) = in_flight.take() {
+                    summary.add(join_commit(previous).await?);
+                }
+                let batch = std::mem::replace(&mut pending, Vec::with_capacity(IMPORT_COMMIT_RECORDS));
+                let mpi = self.0.mpi.clone();
+                in_flight = Some(tokio::task::spawn_blocking(move || mpi.import_qualifications(&batch)));
+            }
+        }
+        if let Some(previous) = in_flight.take() {
+            summary.add(join_commit(previous).await?);
+        }
+        if !pending.is_empty() {
+            let mpi = self.0.mpi.clone();
+            summary.add(blocking(move || mpi.import_qualifications(&pending)).await?);
+        }
+        tracing::info!(
+            accepted = summary.counts.accepted,
+            unchanged = summary.counts.unchanged,
+            rejected = summary.rejected,
+            "import finished"
+        );
+        Ok(summary.into_response())
+    }
+}
+
+async fn join_commit(handle: JoinHandle<ServiceResult<ImportCounts>>) -> Result<ImportCounts, Status> {
+    match handle.await {
+        Ok(result) => result.map_err(to_status),
+        Err(error) => {
+            tracing::error!(error = %error, "import commit task failed");
+            Err(Status::internal("internal error"))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::qualification_history_server::QualificationHistory for QualificationHistoryAdapter {
+    async fn import_qualifications(
+        &self,
+        request: Request<Streaming<pb::ImportQualificationsRequest>>,
+    ) -> Result<Response<pb::ImportQualificationsResponse>, Status> {
+        let started = Instant::now();
+        let result = self.import(request).await;
+        self.0.finish(Operation::ImportQualifications, started, &result);
+        result.map(Response::new)
+    }
+
+    async fn merge_persons(
+        &self,
+        request: Request<pb::MergePersonsRequest>,
+    ) -> Result<Response<pb::MergePersonsResponse>, Status> {
+        self.0.not_yet(Operation::MergePersons, request).await
+    }
+
+    async fn unmerge_persons(
+        &self,
+        request: Request<pb::UnmergePersonsRequest>,
+    ) -> Result<Response<pb::UnmergePersonsResponse>, Status> {
+        self.0.not_yet(Operation::UnmergePersons, request).await
+    }
+
+    async fn are_same_person(
+        &self,
+        request: Request<pb::AreSamePersonRequest>,
+    ) -> Result<Response<pb::AreSamePersonResponse>, Status> {
+        self.0
+            .unary(Operation::AreSamePerson, request, |mpi, _principal, message| {
+                let side = |name: &str, side: Option<&pb::InsuredIdAtDate>| {
+                    let Some(side) = side else {
+                        return Err(vec![mpi_core::FieldViolation::new(name, "is required")]);
+                    };
+                    let patient = convert::insured_patient(&format!("{name}.patient"), side.patient.as_ref());
+                    let as_of = convert::optional_date(&format!("{name}.as_of"), &side.as_of);
+                    match (patient, as_of) {
+                        (Ok(patient), Ok(as_of)) => Ok((patient, as_of.unwrap_or_else(today_in_japan))),
+                        (patient, as_of) => {
+                            Err(patient.err().into_iter().chain(as_of.err()).flatten().collect())
+                        }
+                    }
+                };
+                let first = side("first", message.first.as_ref());
+                let second = side("second", message.second.as_ref());
+                let purpose = convert::purpose("purpose", message.purpose);
+                let (first, second) = match (first, second, purpose) {
+                    (Ok(first), Ok(second), Ok(_)) => (first, second),
+                    (first, second, purpose) => {
+                        let violations = first.err().into_iter().chain(second.err()).chain(purpose.err());
+                        return Err(invalid(violations.flatten().collect()));
+                    }
+                };
+                let answer = mpi.are_same_person((&first.0, first.1), (&second.0, second.1))?;
+                let answer = match answer {
+                    SamePerson::Same => pb::SamePersonAnswer::Same,
+                    SamePerson::Different => pb::SamePersonAnswer::Different,
+                    SamePerson::Ambiguous => pb::SamePersonAnswer::Ambiguous,
+                    SamePerson::Unknown => pb::SamePersonAnswer::Unknown,
+                };
+                Ok(pb::AreSamePersonResponse { answer: answer.into() })
+            })
+            .await
+    }
+}
+
+/// `RecordLocator` (later version).
+#[derive(Clone)]
+pub struct RecordLocatorAdapter(pub Ctx);
+
+#[tonic::async_trait]
+impl pb::record_locator_server::RecordLocator for RecordLocatorAdapter {
+    async fn register_locations(
+        &self,
+        request: Request<pb::RegisterLocationsRequest>,
+    ) -> Result<Response<pb::RegisterLocationsResponse>, Status> {
+        self.0.not_yet(Operation::RegisterLocations, request).await
+    }
+
+    async fn withdraw_locations(
+        &self,
+        request: Request<pb::WithdrawLocationsRequest>,
+    ) -> Result<Response<pb::WithdrawLocationsResponse>, Status> {
+        self.0.not_yet(Operation::WithdrawLocations, request).await
+    }
+
+    async fn find_locations(
+        &self,
+        request: Request<pb::FindLocationsRequest>,
+    ) -> Result<Response<pb::FindLocationsResponse>, Status> {
+        self.0.not_yet(Operation::FindLocations, request).await
+    }
+}
+
+/// `Federation` (later version).
+#[derive(Clone)]
+pub struct FederationAdapter(pub Ctx);
+
+#[tonic::async_trait]
+impl pb::federation_server::Federation for FederationAdapter {
+    async fn link_regional_id(
+        &self,
+        request: Request<pb::LinkRegionalIdRequest>,
+    ) -> Result<Response<pb::LinkRegionalIdResponse>, Status> {
+        self.0.not_yet(Operation::LinkRegionalId, request).await
+    }
+
+    async fn unlink_regional_id(
+        &self,
+        request: Request<pb::UnlinkRegionalIdRequest>,
+    ) -> Result<Response<pb::UnlinkRegionalIdResponse>, Status> {
+        self.0.not_yet(Operation::UnlinkRegionalId, request).await
+    }
+
+    async fn cross_reference(
+        &self,
+        request: Request<pb::CrossReferenceRequest>,
+    ) -> Result<Response<pb::CrossReferenceResponse>, Status> {
+        self.0.not_yet(Operation::CrossReference, request).await
+    }
+}
+
+/// `Consent` (later version).
+#[derive(Clone)]
+pub struct ConsentAdapter(pub Ctx);
+
+#[tonic::async_trait]
+impl pb::consent_server::Consent for ConsentAdapter {
+    async fn record_consent(
+        &self,
+        request: Request<pb::RecordConsentRequest>,
+    ) -> Result<Response<pb::ConsentRecord>, Status> {
+        self.0.not_yet(Operation::RecordConsent, request).await
+    }
+
+    async fn revoke_consent(
+        &self,
+        request: Request<pb::RevokeConsentRequest>,
+    ) -> Result<Response<pb::ConsentRecord>, Status> {
+        self.0.not_yet(Operation::RevokeConsent, request).await
+    }
+
+    async fn list_consents(
+        &self,
+        request: Request<pb::ListConsentsRequest>,
+    ) -> Result<Response<pb::ListConsentsResponse>, Status> {
+        self.0.not_yet(Operation::ListConsents, request).await
+    }
+}
+
+/// `Audit` (later version).
+#[derive(Clone)]
+pub struct AuditAdapter(pub Ctx);
+
+/// The stream type of `ExportAuditEvents`.
+pub type AuditEventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::AuditEvent, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::audit_server::Audit for AuditAdapter {
+    async fn access_disclosure(
+        &self,
+        request: Request<pb::AccessDisclosureRequest>,
+    ) -> Result<Response<pb::AccessDisclosureResponse>, Status> {
+        self.0.not_yet(Operation::AccessDisclosure, request).await
+    }
+
+    async fn verify_audit_chain(
+        &self,
+        request: Request<pb::VerifyAuditChainRequest>,
+    ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
+        self.0.not_yet(Operation::VerifyAuditChain, request).await
+    }
+
+    type ExportAuditEventsStream = AuditEventStream;
+
+    async fn export_audit_events(
+        &self,
+        request: Request<pb::ExportAuditEventsRequest>,
+    ) -> Result<Response<Self::ExportAuditEventsStream>, Status> {
+        let response: Response<()> = self.0.not_yet(Operation::ExportAuditEvents, request).await?;
+        // `not_yet` always fails; this keeps the types honest without a stub stream.
+        let _ = response;
+        Err(to_status(unimplemented(Operation::ExportAuditEvents)))
+    }
+}
