@@ -1,1 +1,38 @@
-fn main() {}
+//! `kouiki-mpi`: the wide-area Master Patient Index server (`serve`), its development PKI
+//! (`dev-pki`) and its operator and demo client (`ctl`). The binary is thin: the server lives
+//! in `mpi-server`, the domain in `mpi-core`.
+
+mod ctl;
+mod render;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Wide-area Master Patient Index (広域MPI) for Japanese health care.
+#[derive(Debug, Parser)]
+#[command(name = "kouiki-mpi", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (mutual TLS always on).
+    Serve(serve::ServeArgs),
+    /// Create the development PKI in the data directory (the server also does this on first start).
+    DevPki(serve::DevPkiArgs),
+    /// Call the server's RPCs as one of the development PKI's clients (or with given certificates).
+    Ctl(ctl::CtlArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::DevPki(args) => serve::dev_pki(args),
+        Command::Ctl(args) => ctl::run(args),
+    }
+}

@@ -35,6 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
+        // Output uses the proto field names and shows zero values, so what the CLI prints
+        // matches the .proto files field for field; input accepts both name styles.
+        .preserve_proto_field_names()
+        .emit_fields()
         .build(&[".kouiki.mpi.v1"])?;
     Ok(())
 }

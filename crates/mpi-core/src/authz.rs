@@ -115,7 +115,11 @@ mod tests {
         assert!(authorize(&operator, Operation::VerifyAuditChain).is_ok());
         assert!(authorize(&operator, Operation::ImportQualifications).is_err());
         for operation in Operation::ALL {
-            assert!(!operation.allowed_roles().is_empty(), "{}", operation.name());
+            assert!(
+                !operation.allowed_roles().is_empty(),
+                "{}",
+                operation.name()
+            );
             assert!(!operation.allowed_roles().contains(&Role::ResearchDb));
         }
     }

@@ -33,12 +33,17 @@ pub fn parse_date(input: &str) -> Result<NaiveDate, DateError> {
     let shape = bytes.len() == 10
         && bytes[4] == b'-'
         && bytes[7] == b'-'
-        && bytes.iter().enumerate().all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
     if !shape {
         return Err(DateError::Format);
     }
     let number = |range: std::ops::Range<usize>| {
-        bytes[range].iter().fold(0u32, |acc, b| acc * 10 + u32::from(b - b'0'))
+        bytes[range]
+            .iter()
+            .fold(0u32, |acc, b| acc * 10 + u32::from(b - b'0'))
     };
     let (year, month, day) = (number(0..4), number(5..7), number(8..10));
     // The year has four digits, so it fits an i32.
@@ -51,7 +56,11 @@ pub fn parse_date(input: &str) -> Result<NaiveDate, DateError> {
 
 /// Parses an optional date: the empty string is `None`.
 pub fn parse_optional_date(input: &str) -> Result<Option<NaiveDate>, DateError> {
-    if input.is_empty() { Ok(None) } else { parse_date(input).map(Some) }
+    if input.is_empty() {
+        Ok(None)
+    } else {
+        parse_date(input).map(Some)
+    }
 }
 
 /// Today in Japan (UTC+9, no daylight saving time).
@@ -66,7 +75,10 @@ mod tests {
 
     #[test]
     fn strict_format() {
-        assert_eq!(parse_date("2024-04-01").unwrap(), NaiveDate::from_ymd_opt(2024, 4, 1).unwrap());
+        assert_eq!(
+            parse_date("2024-04-01").unwrap(),
+            NaiveDate::from_ymd_opt(2024, 4, 1).unwrap()
+        );
         assert_eq!(parse_date("2024-4-1"), Err(DateError::Format));
         assert_eq!(parse_date("20240401"), Err(DateError::Format));
         assert_eq!(parse_date("2023-02-29"), Err(DateError::Calendar));

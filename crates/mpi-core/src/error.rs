@@ -14,7 +14,10 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// A violation of `field`.
     pub fn new(field: impl Into<String>, rule: impl ToString) -> Self {
-        Self { field: field.into(), rule: rule.to_string() }
+        Self {
+            field: field.into(),
+            rule: rule.to_string(),
+        }
     }
 }
 
@@ -45,7 +48,11 @@ pub enum ServiceError {
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.rule)).collect::<Vec<_>>().join("; ")
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.rule))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl ServiceError {

@@ -130,7 +130,10 @@ impl Keyer {
 
     /// The key of a history provider's person reference.
     pub fn provider_ref(&self, reference: &ProviderPersonRef) -> IdentifierKey {
-        IdentifierKey(self.mac(b"kouiki-mpi/provider-ref/v1", &[reference.as_str().as_bytes()]))
+        IdentifierKey(self.mac(
+            b"kouiki-mpi/provider-ref/v1",
+            &[reference.as_str().as_bytes()],
+        ))
     }
 
     /// The tag of a birth date and sex.
@@ -170,7 +173,10 @@ mod tests {
         let full = InsuredId::from_parts("06130488", "１２", "１８７", "05").unwrap();
         assert_eq!(a.insured(&id), a.insured(&full));
         let date = NaiveDate::from_ymd_opt(1980, 1, 2).unwrap();
-        assert_ne!(a.demographic(date, Sex::Male), a.demographic(date, Sex::Female));
+        assert_ne!(
+            a.demographic(date, Sex::Male),
+            a.demographic(date, Sex::Female)
+        );
     }
 
     #[test]

@@ -83,22 +83,33 @@ pub enum PrincipalError {
 fn name(value: &str) -> Result<String, PrincipalError> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok { Ok(value.to_owned()) } else { Err(PrincipalError::Malformed("bad name")) }
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(PrincipalError::Malformed("bad name"))
+    }
 }
 
 impl Principal {
     /// Parses a principal URI.
     pub fn from_uri(uri: &str) -> Result<Self, PrincipalError> {
-        let rest = uri.strip_prefix(URI_PREFIX).ok_or(PrincipalError::Missing)?;
+        let rest = uri
+            .strip_prefix(URI_PREFIX)
+            .ok_or(PrincipalError::Missing)?;
         let mut parts = rest.split(':');
         let role = parts.next().unwrap_or("");
-        let first = parts.next().ok_or(PrincipalError::Malformed("missing binding"))?;
+        let first = parts
+            .next()
+            .ok_or(PrincipalError::Malformed("missing binding"))?;
         let second = parts.next();
         if parts.next().is_some() {
             return Err(PrincipalError::Malformed("too many fields"));
         }
-        let network = || NetworkId::parse(first).map_err(|_| PrincipalError::Malformed("bad network ID"));
+        let network =
+            || NetworkId::parse(first).map_err(|_| PrincipalError::Malformed("bad network ID"));
         let principal = match (role, second) {
             ("history-provider", None) => Self::HistoryProvider(name(first)?),
             ("operator", None) => Self::Operator(name(first)?),
@@ -188,9 +199,16 @@ mod tests {
         assert!(Principal::from_uri("urn:kouiki-mpi:clinician:13-0001:1311234567").is_err());
         assert!(Principal::from_uri("urn:kouiki-mpi:admin:root").is_err());
         assert_eq!(
-            Principal::from_uris(["https://example.invalid", "urn:kouiki-mpi:operator:a", "urn:kouiki-mpi:operator:b"]),
+            Principal::from_uris([
+                "https://example.invalid",
+                "urn:kouiki-mpi:operator:a",
+                "urn:kouiki-mpi:operator:b"
+            ]),
             Err(PrincipalError::Several)
         );
-        assert_eq!(Principal::from_uris(["spiffe://x"]), Err(PrincipalError::Missing));
+        assert_eq!(
+            Principal::from_uris(["spiffe://x"]),
+            Err(PrincipalError::Missing)
+        );
     }
 }

@@ -151,11 +151,16 @@ mod tests {
     #[test]
     fn periods() {
         let day = |d| NaiveDate::from_ymd_opt(2024, 4, d).unwrap();
-        assert_eq!(QualificationPeriod::new(day(2), Some(day(1))), Err(PeriodError));
+        assert_eq!(
+            QualificationPeriod::new(day(2), Some(day(1))),
+            Err(PeriodError)
+        );
         let closed = QualificationPeriod::new(day(1), Some(day(3))).unwrap();
         assert!(closed.contains(day(1)) && closed.contains(day(3)) && !closed.contains(day(4)));
         let open = QualificationPeriod::new(day(1), None).unwrap();
-        assert!(open.contains(day(30)) && !open.contains(NaiveDate::from_ymd_opt(2024, 3, 31).unwrap()));
+        assert!(
+            open.contains(day(30)) && !open.contains(NaiveDate::from_ymd_opt(2024, 3, 31).unwrap())
+        );
     }
 
     #[test]
@@ -163,7 +168,12 @@ mod tests {
         for sex in [Sex::Male, Sex::Female, Sex::NotRecorded] {
             assert_eq!(Sex::from_code(sex.code()), Some(sex));
         }
-        for reason in [ReasonOfLoss::Death, ReasonOfLoss::Welfare, ReasonOfLoss::OtherInsurance, ReasonOfLoss::Other] {
+        for reason in [
+            ReasonOfLoss::Death,
+            ReasonOfLoss::Welfare,
+            ReasonOfLoss::OtherInsurance,
+            ReasonOfLoss::Other,
+        ] {
             assert_eq!(ReasonOfLoss::from_code(reason.code()), Some(reason));
         }
         assert_eq!(Sex::from_code(0), None);

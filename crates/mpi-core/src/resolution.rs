@@ -32,8 +32,13 @@ pub fn resolve(
     on: NaiveDate,
 ) -> StoreResult<Resolution> {
     let insured_key = keyer.insured(&patient.insured_id);
-    let entries = store.qualifications_by_insured(&[insured_key])?.pop().unwrap_or_default();
-    let tag = patient.demographics.map(|d| keyer.demographic(d.birth_date, d.sex));
+    let entries = store
+        .qualifications_by_insured(&[insured_key])?
+        .pop()
+        .unwrap_or_default();
+    let tag = patient
+        .demographics
+        .map(|d| keyer.demographic(d.birth_date, d.sex));
     let references: BTreeSet<_> = entries
         .iter()
         .filter(|entry| held_on(entry, on))
@@ -51,7 +56,9 @@ pub fn resolve(
         })?);
     }
     Ok(match persons.len() {
-        1 => persons.pop_first().map_or(Resolution::Unknown, Resolution::Person),
+        1 => persons
+            .pop_first()
+            .map_or(Resolution::Unknown, Resolution::Person),
         _ => Resolution::Ambiguous,
     })
 }

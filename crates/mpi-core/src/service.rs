@@ -53,7 +53,10 @@ impl Mpi {
 
     /// Stores one batch of validated records in one atomic transaction. Replaying a batch
     /// changes nothing.
-    pub fn import_qualifications(&self, records: &[QualificationRecord]) -> ServiceResult<ImportCounts> {
+    pub fn import_qualifications(
+        &self,
+        records: &[QualificationRecord],
+    ) -> ServiceResult<ImportCounts> {
         let entries: Vec<QualificationEntry> = records
             .iter()
             .map(|record| QualificationEntry {
@@ -66,8 +69,14 @@ impl Mpi {
             })
             .collect();
         let outcomes = self.store.upsert_qualifications(&entries)?;
-        let unchanged = outcomes.iter().filter(|o| **o == UpsertOutcome::Unchanged).count() as u64;
-        Ok(ImportCounts { accepted: outcomes.len() as u64 - unchanged, unchanged })
+        let unchanged = outcomes
+            .iter()
+            .filter(|o| **o == UpsertOutcome::Unchanged)
+            .count() as u64;
+        Ok(ImportCounts {
+            accepted: outcomes.len() as u64 - unchanged,
+            unchanged,
+        })
     }
 
     /// Resolves one insured patient as of a date.

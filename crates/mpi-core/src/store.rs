@@ -58,7 +58,10 @@ pub trait Store: Send + Sync + 'static {
     /// (insured key, person reference key, start). Assigns a fresh random `PersonKey` to every
     /// person reference seen for the first time. Returns one outcome per entry, in order; a
     /// later duplicate of an earlier entry in the same batch is `Unchanged`.
-    fn upsert_qualifications(&self, entries: &[QualificationEntry]) -> StoreResult<Vec<UpsertOutcome>>;
+    fn upsert_qualifications(
+        &self,
+        entries: &[QualificationEntry],
+    ) -> StoreResult<Vec<UpsertOutcome>>;
 
     /// For each insured key, every stored entry with that key (in key order).
     fn qualifications_by_insured(
@@ -131,7 +134,8 @@ pub mod codec {
     /// Decodes a stored qualification entry, rejecting anything malformed.
     pub fn decode_qualification(key: &[u8], value: &[u8]) -> StoreResult<QualificationEntry> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("qualification {what}"));
-        let key: &[u8; QUALIFICATION_KEY_LEN] = key.try_into().map_err(|_| corrupt("key length"))?;
+        let key: &[u8; QUALIFICATION_KEY_LEN] =
+            key.try_into().map_err(|_| corrupt("key length"))?;
         let value: &[u8; QUALIFICATION_VALUE_LEN] =
             value.try_into().map_err(|_| corrupt("value length"))?;
         if value[0] != VERSION {
@@ -143,7 +147,11 @@ pub mod codec {
         person_ref_key.copy_from_slice(&key[32..64]);
         let start = decode_day([key[64], key[65], key[66], key[67]])?;
         let end_bytes = [value[1], value[2], value[3], value[4]];
-        let end = if end_bytes == [0; 4] { None } else { Some(decode_day(end_bytes)?) };
+        let end = if end_bytes == [0; 4] {
+            None
+        } else {
+            Some(decode_day(end_bytes)?)
+        };
         let mut demographic = [0u8; 16];
         demographic.copy_from_slice(&value[5..21]);
         let reason_of_loss = match value[21] {

@@ -19,7 +19,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(setting: &str, problem: impl Into<String>) -> Self {
-        Self { setting: setting.to_owned(), problem: problem.into() }
+        Self {
+            setting: setting.to_owned(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -182,33 +185,52 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 fn address(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| ConfigError::new(setting, format!("\"{value}\" is not an IP address and port")))
+    value.parse().map_err(|_| {
+        ConfigError::new(
+            setting,
+            format!("\"{value}\" is not an IP address and port"),
+        )
+    })
 }
 
-fn bounded(setting: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn bounded(
+    setting: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let value = value.unwrap_or(default);
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(ConfigError::new(setting, format!("must be between {min} and {max}, found {value}")))
+        Err(ConfigError::new(
+            setting,
+            format!("must be between {min} and {max}, found {value}"),
+        ))
     }
 }
 
 impl Config {
     /// Reads the TOML file at `path`.
     pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| ConfigError::new("config", format!("cannot read {}: {error}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError::new("config", format!("cannot read {}: {error}", path.display()))
+        })?;
         toml::from_str(&text).map_err(|error| ConfigError::new("config", error.to_string()))
     }
 
     /// Layers defaults, the file and the overrides, and validates the result.
     pub fn resolve(file: FileConfig, overrides: Overrides) -> Result<Self, ConfigError> {
-        let listen = overrides.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = overrides
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen = address("listen", &listen)?;
-        let data_dir = overrides.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+        let data_dir = overrides
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
         if data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("data_dir", "must not be empty"));
         }
@@ -220,14 +242,19 @@ impl Config {
             "off" => None,
             value => Some(address("metrics_listen", value)?),
         };
-        let secret_file =
-            overrides.secret_file.or(file.secret_file).unwrap_or_else(|| data_dir.join("secret.key"));
+        let secret_file = overrides
+            .secret_file
+            .or(file.secret_file)
+            .unwrap_or_else(|| data_dir.join("secret.key"));
         let production = overrides.production.or(file.production).unwrap_or(false);
         let log_format = match overrides.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(ConfigError::new("log_format", format!("must be \"text\" or \"json\", found \"{other}\"")));
+                return Err(ConfigError::new(
+                    "log_format",
+                    format!("must be \"text\" or \"json\", found \"{other}\""),
+                ));
             }
         };
         let cert = overrides.tls_cert.or(file.tls.cert);
@@ -242,29 +269,94 @@ impl Config {
             }
             (None, None, None) => TlsSource::DevelopmentPki,
             (Some(cert), Some(key), Some(client_ca)) => {
-                for (setting, path) in [("tls.cert", &cert), ("tls.key", &key), ("tls.client_ca", &client_ca)] {
+                for (setting, path) in [
+                    ("tls.cert", &cert),
+                    ("tls.key", &key),
+                    ("tls.client_ca", &client_ca),
+                ] {
                     if !path.is_file() {
-                        return Err(ConfigError::new(setting, format!("{} is not a readable file", path.display())));
+                        return Err(ConfigError::new(
+                            setting,
+                            format!("{} is not a readable file", path.display()),
+                        ));
                     }
                 }
-                TlsSource::Files { cert, key, client_ca }
+                TlsSource::Files {
+                    cert,
+                    key,
+                    client_ca,
+                }
             }
             (cert, key, _) => {
-                let missing = if cert.is_none() { "tls.cert" } else if key.is_none() { "tls.key" } else { "tls.client_ca" };
-                return Err(ConfigError::new(missing, "tls.cert, tls.key and tls.client_ca go together: set all three or none"));
+                let missing = if cert.is_none() {
+                    "tls.cert"
+                } else if key.is_none() {
+                    "tls.key"
+                } else {
+                    "tls.client_ca"
+                };
+                return Err(ConfigError::new(
+                    missing,
+                    "tls.cert, tls.key and tls.client_ca go together: set all three or none",
+                ));
             }
         };
         let l = file.limits;
         let defaults = Limits::default();
         let limits = Limits {
-            max_message_bytes: bounded("limits.max_message_bytes", l.max_message_bytes, defaults.max_message_bytes as u64, 1024, 64 * 1024 * 1024)? as usize,
-            max_batch_items: bounded("limits.max_batch_items", l.max_batch_items, defaults.max_batch_items as u64, 1, 10_000)? as usize,
-            max_concurrent_streams: bounded("limits.max_concurrent_streams", l.max_concurrent_streams, u64::from(defaults.max_concurrent_streams), 1, 10_000)? as u32,
-            max_connections: bounded("limits.max_connections", l.max_connections, defaults.max_connections as u64, 1, 100_000)? as usize,
-            request_timeout: Duration::from_secs(bounded("limits.request_timeout_secs", l.request_timeout_secs, defaults.request_timeout.as_secs(), 1, 3600)?),
-            shutdown_grace: Duration::from_secs(bounded("limits.shutdown_grace_secs", l.shutdown_grace_secs, defaults.shutdown_grace.as_secs(), 0, 600)?),
+            max_message_bytes: bounded(
+                "limits.max_message_bytes",
+                l.max_message_bytes,
+                defaults.max_message_bytes as u64,
+                1024,
+                64 * 1024 * 1024,
+            )? as usize,
+            max_batch_items: bounded(
+                "limits.max_batch_items",
+                l.max_batch_items,
+                defaults.max_batch_items as u64,
+                1,
+                10_000,
+            )? as usize,
+            max_concurrent_streams: bounded(
+                "limits.max_concurrent_streams",
+                l.max_concurrent_streams,
+                u64::from(defaults.max_concurrent_streams),
+                1,
+                10_000,
+            )? as u32,
+            max_connections: bounded(
+                "limits.max_connections",
+                l.max_connections,
+                defaults.max_connections as u64,
+                1,
+                100_000,
+            )? as usize,
+            request_timeout: Duration::from_secs(bounded(
+                "limits.request_timeout_secs",
+                l.request_timeout_secs,
+                defaults.request_timeout.as_secs(),
+                1,
+                3600,
+            )?),
+            shutdown_grace: Duration::from_secs(bounded(
+                "limits.shutdown_grace_secs",
+                l.shutdown_grace_secs,
+                defaults.shutdown_grace.as_secs(),
+                0,
+                600,
+            )?),
         };
-        Ok(Self { listen, data_dir, metrics_listen, secret_file, production, tls, log_format, limits })
+        Ok(Self {
+            listen,
+            data_dir,
+            metrics_listen,
+            secret_file,
+            production,
+            tls,
+            log_format,
+            limits,
+        })
     }
 }
 
@@ -289,15 +381,23 @@ mod tests {
 
     #[test]
     fn overrides_beat_the_file() {
-        let overrides = Overrides { listen: Some("127.0.0.1:7000".into()), ..Default::default() };
-        let config = Config::resolve(file("listen = \"127.0.0.1:6000\"\nmetrics_listen = \"off\""), overrides).unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:7000".into()),
+            ..Default::default()
+        };
+        let config = Config::resolve(
+            file("listen = \"127.0.0.1:6000\"\nmetrics_listen = \"off\""),
+            overrides,
+        )
+        .unwrap();
         assert_eq!(config.listen.port(), 7000);
         assert_eq!(config.metrics_listen, None);
     }
 
     #[test]
     fn bad_settings_are_named() {
-        let err = Config::resolve(file("[limits]\nmax_batch_items = 0"), Overrides::default()).unwrap_err();
+        let err = Config::resolve(file("[limits]\nmax_batch_items = 0"), Overrides::default())
+            .unwrap_err();
         assert_eq!(err.setting, "limits.max_batch_items");
         let err = Config::resolve(file("listen = \"nowhere\""), Overrides::default()).unwrap_err();
         assert_eq!(err.setting, "listen");
@@ -307,6 +407,9 @@ mod tests {
         assert_eq!(err.setting, "tls.key");
         let err = Config::resolve(file("log_format = \"xml\""), Overrides::default()).unwrap_err();
         assert_eq!(err.setting, "log_format");
-        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err(), "unknown keys are rejected");
+        assert!(
+            toml::from_str::<FileConfig>("lisen = \"x\"").is_err(),
+            "unknown keys are rejected"
+        );
     }
 }

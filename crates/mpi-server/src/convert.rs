@@ -14,19 +14,34 @@ use mpi_proto::v1 as pb;
 pub type Checked<T> = Result<T, Vec<FieldViolation>>;
 
 fn join(prefix: &str, field: &str) -> String {
-    if prefix.is_empty() { field.to_owned() } else { format!("{prefix}.{field}") }
+    if prefix.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{prefix}.{field}")
+    }
 }
 
 /// A required insured ID at `field`.
 pub fn insured_id(field: &str, message: Option<&pb::InsuredId>) -> Checked<InsuredId> {
-    let form = message
-        .and_then(|m| m.form.as_ref())
-        .ok_or_else(|| vec![FieldViolation::new(field, "insured ID is required (parts or member_id)")])?;
+    let form = message.and_then(|m| m.form.as_ref()).ok_or_else(|| {
+        vec![FieldViolation::new(
+            field,
+            "insured ID is required (parts or member_id)",
+        )]
+    })?;
     match form {
-        pb::insured_id::Form::Parts(parts) => {
-            InsuredId::from_parts(&parts.insurer_number, &parts.symbol, &parts.number, &parts.branch)
-                .map_err(|error| vec![FieldViolation::new(join(&join(field, "parts"), error.field()), &error)])
-        }
+        pb::insured_id::Form::Parts(parts) => InsuredId::from_parts(
+            &parts.insurer_number,
+            &parts.symbol,
+            &parts.number,
+            &parts.branch,
+        )
+        .map_err(|error| {
+            vec![FieldViolation::new(
+                join(&join(field, "parts"), error.field()),
+                &error,
+            )]
+        }),
         pb::insured_id::Form::MemberId(member_id) => InsuredId::parse_member_id(member_id)
             .map_err(|error| vec![FieldViolation::new(join(field, "member_id"), &error)]),
     }
@@ -35,7 +50,10 @@ pub fn insured_id(field: &str, message: Option<&pb::InsuredId>) -> Checked<Insur
 /// A required date at `field`.
 pub fn date(field: &str, value: &str) -> Checked<NaiveDate> {
     if value.is_empty() {
-        return Err(vec![FieldViolation::new(field, "is required (\"YYYY-MM-DD\")")]);
+        return Err(vec![FieldViolation::new(
+            field,
+            "is required (\"YYYY-MM-DD\")",
+        )]);
     }
     parse_date(value).map_err(|error| vec![FieldViolation::new(field, &error)])
 }
@@ -52,7 +70,10 @@ pub fn optional_sex(field: &str, value: i32) -> Checked<Option<Sex>> {
         Ok(pb::Sex::Male) => Ok(Some(Sex::Male)),
         Ok(pb::Sex::Female) => Ok(Some(Sex::Female)),
         Ok(pb::Sex::NotRecorded) => Ok(Some(Sex::NotRecorded)),
-        Err(_) => Err(vec![FieldViolation::new(field, format!("unknown sex value {value}"))]),
+        Err(_) => Err(vec![FieldViolation::new(
+            field,
+            format!("unknown sex value {value}"),
+        )]),
     }
 }
 
@@ -75,7 +96,10 @@ macro_rules! all_ok {
 }
 
 /// An insured patient at `field`: the ID and, optionally, birth date and sex together.
-pub fn insured_patient(field: &str, message: Option<&pb::InsuredPatient>) -> Checked<InsuredPatient> {
+pub fn insured_patient(
+    field: &str,
+    message: Option<&pb::InsuredPatient>,
+) -> Checked<InsuredPatient> {
     let Some(message) = message else {
         return Err(vec![FieldViolation::new(field, "patient is required")]);
     };
@@ -88,13 +112,22 @@ pub fn insured_patient(field: &str, message: Option<&pb::InsuredPatient>) -> Che
         (Some(birth_date), Some(sex)) => Some(Demographics { birth_date, sex }),
         (None, None) => None,
         (Some(_), None) => {
-            return Err(vec![FieldViolation::new(join(field, "sex"), "is required when birth_date is given")]);
+            return Err(vec![FieldViolation::new(
+                join(field, "sex"),
+                "is required when birth_date is given",
+            )]);
         }
         (None, Some(_)) => {
-            return Err(vec![FieldViolation::new(join(field, "birth_date"), "is required when sex is given")]);
+            return Err(vec![FieldViolation::new(
+                join(field, "birth_date"),
+                "is required when sex is given",
+            )]);
         }
     };
-    Ok(InsuredPatient { insured_id: insured, demographics })
+    Ok(InsuredPatient {
+        insured_id: insured,
+        demographics,
+    })
 }
 
 /// One record of the history feed; field paths are relative to the record.
@@ -113,12 +146,25 @@ pub fn qualification_record(record: &pb::QualificationRecord) -> Checked<Qualifi
     let period = QualificationPeriod::new(start, end)
         .map_err(|error| vec![FieldViolation::new("qualification_end", &error)])?;
     if start < birth_date {
-        return Err(vec![FieldViolation::new("qualification_start", "must not be before birth_date")]);
+        return Err(vec![FieldViolation::new(
+            "qualification_start",
+            "must not be before birth_date",
+        )]);
     }
     if reason_of_loss.is_some() && end.is_none() {
-        return Err(vec![FieldViolation::new("reason_of_loss", "is only allowed with qualification_end")]);
+        return Err(vec![FieldViolation::new(
+            "reason_of_loss",
+            "is only allowed with qualification_end",
+        )]);
     }
-    Ok(QualificationRecord { person_ref, insured_id: insured, period, birth_date, sex, reason_of_loss })
+    Ok(QualificationRecord {
+        person_ref,
+        insured_id: insured,
+        period,
+        birth_date,
+        sex,
+        reason_of_loss,
+    })
 }
 
 fn reason_of_loss(value: i32) -> Checked<Option<ReasonOfLoss>> {
@@ -128,16 +174,24 @@ fn reason_of_loss(value: i32) -> Checked<Option<ReasonOfLoss>> {
         Ok(pb::ReasonOfLoss::Welfare) => Ok(Some(ReasonOfLoss::Welfare)),
         Ok(pb::ReasonOfLoss::OtherInsurance) => Ok(Some(ReasonOfLoss::OtherInsurance)),
         Ok(pb::ReasonOfLoss::Other) => Ok(Some(ReasonOfLoss::Other)),
-        Err(_) => Err(vec![FieldViolation::new("reason_of_loss", format!("unknown reason value {value}"))]),
+        Err(_) => Err(vec![FieldViolation::new(
+            "reason_of_loss",
+            format!("unknown reason value {value}"),
+        )]),
     }
 }
 
 /// A purpose that must be given.
 pub fn purpose(field: &str, value: i32) -> Checked<pb::Purpose> {
     match pb::Purpose::try_from(value) {
-        Ok(pb::Purpose::Unspecified) => Err(vec![FieldViolation::new(field, "purpose is required")]),
+        Ok(pb::Purpose::Unspecified) => {
+            Err(vec![FieldViolation::new(field, "purpose is required")])
+        }
         Ok(purpose) => Ok(purpose),
-        Err(_) => Err(vec![FieldViolation::new(field, format!("unknown purpose value {value}"))]),
+        Err(_) => Err(vec![FieldViolation::new(
+            field,
+            format!("unknown purpose value {value}"),
+        )]),
     }
 }
 
@@ -159,9 +213,19 @@ mod tests {
 
     #[test]
     fn field_paths_name_the_broken_part() {
-        let error = insured_id("first.patient.insured_id", parts("06130487", "1", "").as_ref()).unwrap_err();
-        assert_eq!(error[0].field, "first.patient.insured_id.parts.insurer_number");
-        assert_eq!(error[0].rule, "insurer number check digit must be 8, found 7");
+        let error = insured_id(
+            "first.patient.insured_id",
+            parts("06130487", "1", "").as_ref(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error[0].field,
+            "first.patient.insured_id.parts.insurer_number"
+        );
+        assert_eq!(
+            error[0].rule,
+            "insurer number check digit must be 8, found 7"
+        );
         let error = insured_id("x", parts("06130488", "1", "1").as_ref()).unwrap_err();
         assert_eq!(error[0].field, "x.parts.branch");
         let error = insured_id("x", None).unwrap_err();
@@ -177,7 +241,19 @@ mod tests {
             birth_date: String::new(),
             ..Default::default()
         };
-        let fields: Vec<_> = qualification_record(&record).unwrap_err().into_iter().map(|v| v.field).collect();
-        assert_eq!(fields, ["provider_person_ref", "qualification_start", "birth_date", "sex"]);
+        let fields: Vec<_> = qualification_record(&record)
+            .unwrap_err()
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "provider_person_ref",
+                "qualification_start",
+                "birth_date",
+                "sex"
+            ]
+        );
     }
 }

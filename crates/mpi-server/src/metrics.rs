@@ -45,13 +45,21 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("kouiki_mpi");
         let requests = Family::<RpcLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
-        registry.register("grpc_requests", "gRPC requests by RPC and status code", requests.clone());
+        registry.register(
+            "grpc_requests",
+            "gRPC requests by RPC and status code",
+            requests.clone(),
+        );
         registry.register(
             "grpc_request_duration_seconds",
             "gRPC request latency by RPC and status code",
             latency.clone(),
         );
-        Self { registry, requests, latency }
+        Self {
+            registry,
+            requests,
+            latency,
+        }
     }
 }
 
@@ -82,9 +90,14 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 impl Metrics {
     /// Records one finished RPC.
     pub fn observe(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
-        let labels = RpcLabels { rpc, code: code_name(code) };
+        let labels = RpcLabels {
+            rpc,
+            code: code_name(code),
+        };
         self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The OpenMetrics text exposition.
@@ -109,11 +122,16 @@ pub async fn serve(
             let metrics = metrics.clone();
             async move {
                 (
-                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     metrics.render(),
                 )
             }
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -33,7 +33,10 @@ pub enum PkiError {
 
 /// The development clients: a file alias and the principal its certificate carries.
 pub const DEV_CLIENTS: [(&str, &str); 6] = [
-    ("history-provider", "urn:kouiki-mpi:history-provider:dev-history-provider"),
+    (
+        "history-provider",
+        "urn:kouiki-mpi:history-provider:dev-history-provider",
+    ),
     ("network-a", "urn:kouiki-mpi:network:13-0001"),
     ("network-b", "urn:kouiki-mpi:network:27-0001"),
     ("clinician-a", "urn:kouiki-mpi:clinician:13-0001:1310123458"),
@@ -123,8 +126,14 @@ impl CertAuthority {
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = OffsetDateTime::now_utc();
-        validity(&mut params, now - Duration::days(1), now + Duration::days(3650));
-        Ok(Self { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate()?)? })
+        validity(
+            &mut params,
+            now - Duration::days(1),
+            now + Duration::days(3650),
+        );
+        Ok(Self {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate()?)?,
+        })
     }
 
     /// The CA certificate.
@@ -134,12 +143,19 @@ impl CertAuthority {
 
     /// A server certificate for loopback names (`localhost`, 127.0.0.1, ::1).
     pub fn issue_server(&self) -> Result<IssuedCert, PkiError> {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])?;
+        let mut params = CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ])?;
         params.distinguished_name = name("kouiki-mpi server");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = OffsetDateTime::now_utc();
-        validity(&mut params, now - Duration::days(1), now + Duration::days(825));
+        validity(
+            &mut params,
+            now - Duration::days(1),
+            now + Duration::days(825),
+        );
         self.sign(params)
     }
 
@@ -161,24 +177,38 @@ impl CertAuthority {
     /// A client certificate naming `principal`, valid for one year.
     pub fn issue_client(&self, principal: &Principal) -> Result<IssuedCert, PkiError> {
         let now = OffsetDateTime::now_utc();
-        self.issue_client_valid(principal, now - Duration::days(1), now + Duration::days(365))
+        self.issue_client_valid(
+            principal,
+            now - Duration::days(1),
+            now + Duration::days(365),
+        )
     }
 
     fn sign(&self, params: CertificateParams) -> Result<IssuedCert, PkiError> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io { path: path.to_owned(), source }
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Writes `contents` to `path`, readable by the owner only when `secret`.
 pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiError> {
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true).mode(if secret { 0o600 } else { 0o644 });
+    options
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 });
     let mut file = options.open(path).map_err(io_error(path))?;
     file.write_all(contents).map_err(io_error(path))?;
     file.sync_all().map_err(io_error(path))
@@ -186,7 +216,11 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiE
 
 /// Creates `dir` (and parents) readable by the owner only.
 pub fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_error(dir))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error(dir))
 }
 
 /// Makes sure a complete development PKI exists in `dir`; creates one if not. Returns true
@@ -202,8 +236,10 @@ pub fn ensure_dev_pki(paths: &PkiPaths) -> Result<bool, PkiError> {
     write_file(&paths.server_cert(), server.cert_pem.as_bytes(), false)?;
     write_file(&paths.server_key(), server.key_pem.as_bytes(), true)?;
     for (alias, uri) in DEV_CLIENTS {
-        let principal = Principal::from_uri(uri)
-            .map_err(|error| PkiError::Io { path: paths.client_cert(alias), source: std::io::Error::other(error) })?;
+        let principal = Principal::from_uri(uri).map_err(|error| PkiError::Io {
+            path: paths.client_cert(alias),
+            source: std::io::Error::other(error),
+        })?;
         let client = ca.issue_client(&principal)?;
         write_file(&paths.client_cert(alias), client.cert_pem.as_bytes(), false)?;
         write_file(&paths.client_key(alias), client.key_pem.as_bytes(), true)?;
@@ -223,9 +259,15 @@ mod tests {
         let paths = PkiPaths::new(dir.path().join("pki"));
         assert!(ensure_dev_pki(&paths).unwrap());
         let ca = fs::read(paths.ca_cert()).unwrap();
-        assert!(!ensure_dev_pki(&paths).unwrap(), "an existing PKI is reused");
+        assert!(
+            !ensure_dev_pki(&paths).unwrap(),
+            "an existing PKI is reused"
+        );
         assert_eq!(fs::read(paths.ca_cert()).unwrap(), ca);
-        let mode = fs::metadata(paths.client_key("operator")).unwrap().permissions().mode();
+        let mode = fs::metadata(paths.client_key("operator"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "keys are owner-only");
         for (_, uri) in DEV_CLIENTS {
             assert!(Principal::from_uri(uri).is_ok(), "{uri}");

@@ -25,19 +25,38 @@ pub enum SecretError {
 }
 
 fn file_error(path: &Path, message: impl Into<String>) -> SecretError {
-    SecretError::File { path: path.display().to_string(), message: message.into() }
+    SecretError::File {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
 }
 
 /// Loads the secret from `path`, creating it (0600) when the file does not exist.
 pub fn load_or_create(path: &Path) -> Result<ServerSecret, SecretError> {
     match fs::read(path) {
         Ok(bytes) => {
-            let mode = fs::metadata(path).map_err(|e| file_error(path, e.to_string()))?.permissions().mode();
+            let mode = fs::metadata(path)
+                .map_err(|e| file_error(path, e.to_string()))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
-                return Err(file_error(path, format!("must be readable by its owner only (mode {:o})", mode & 0o777)));
+                return Err(file_error(
+                    path,
+                    format!(
+                        "must be readable by its owner only (mode {:o})",
+                        mode & 0o777
+                    ),
+                ));
             }
-            ServerSecret::from_bytes(&bytes)
-                .ok_or_else(|| file_error(path, format!("must hold exactly {SECRET_LEN} bytes, found {}", bytes.len())))
+            ServerSecret::from_bytes(&bytes).ok_or_else(|| {
+                file_error(
+                    path,
+                    format!(
+                        "must hold exactly {SECRET_LEN} bytes, found {}",
+                        bytes.len()
+                    ),
+                )
+            })
         }
         Err(error) if error.kind() == ErrorKind::NotFound => {
             let secret = ServerSecret::generate();
@@ -64,7 +83,10 @@ mod tests {
         let second = load_or_create(&path).unwrap();
         assert_eq!(first.as_bytes(), second.as_bytes());
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(load_or_create(&path).is_err(), "a world-readable secret is refused");
+        assert!(
+            load_or_create(&path).is_err(),
+            "a world-readable secret is refused"
+        );
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(&path, b"short").unwrap();
         assert!(load_or_create(&path).is_err());

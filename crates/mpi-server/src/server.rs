@@ -27,7 +27,8 @@ use crate::metrics::{self, Metrics};
 use crate::pki::{self, PkiPaths};
 use crate::secret;
 use crate::services::{
-    AuditAdapter, ConsentAdapter, Ctx, FederationAdapter, QualificationHistoryAdapter, RecordLocatorAdapter,
+    AuditAdapter, ConsentAdapter, Ctx, FederationAdapter, QualificationHistoryAdapter,
+    RecordLocatorAdapter,
 };
 
 /// Why the server could not start or stopped with an error.
@@ -79,7 +80,9 @@ impl std::fmt::Debug for Prepared {
 impl Prepared {
     /// The development PKI directory, when the server uses one, and whether it was created now.
     pub fn dev_pki(&self) -> Option<(&PkiPaths, bool)> {
-        self.dev_pki.as_ref().map(|(paths, created)| (paths, *created))
+        self.dev_pki
+            .as_ref()
+            .map(|(paths, created)| (paths, *created))
     }
 
     /// The configuration.
@@ -89,7 +92,8 @@ impl Prepared {
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
-    std::fs::read(path).map_err(|error| ServerError::Tls(format!("cannot read {}: {error}", path.display())))
+    std::fs::read(path)
+        .map_err(|error| ServerError::Tls(format!("cannot read {}: {error}", path.display())))
 }
 
 /// Creates the data directory, the secret, the store and the TLS material. Blocking.
@@ -99,18 +103,32 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
     let store = RedbStore::open(&config.data_dir.join("mpi.redb"))?;
     let mpi = Mpi::new(Arc::new(store), Keyer::new(&secret));
     let (cert, key, client_ca, dev_pki) = match &config.tls {
-        TlsSource::Files { cert, key, client_ca } => (cert.clone(), key.clone(), client_ca.clone(), None),
+        TlsSource::Files {
+            cert,
+            key,
+            client_ca,
+        } => (cert.clone(), key.clone(), client_ca.clone(), None),
         TlsSource::DevelopmentPki => {
             let paths = PkiPaths::new(config.data_dir.join("pki"));
             let created = pki::ensure_dev_pki(&paths)?;
-            (paths.server_cert(), paths.server_key(), paths.ca_cert(), Some((paths, created)))
+            (
+                paths.server_cert(),
+                paths.server_key(),
+                paths.ca_cert(),
+                Some((paths, created)),
+            )
         }
     };
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(read(&cert)?, read(&key)?))
         .client_ca_root(Certificate::from_pem(read(&client_ca)?))
         .timeout(Duration::from_secs(10));
-    Ok(Prepared { config, mpi, tls, dev_pki })
+    Ok(Prepared {
+        config,
+        mpi,
+        tls,
+        dev_pki,
+    })
 }
 
 /// A TCP connection holding one of the `max_connections` permits until it closes.
@@ -127,13 +145,21 @@ impl Connected for LimitedStream {
 }
 
 impl AsyncRead for LimitedStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for LimitedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -163,14 +189,18 @@ pub async fn serve(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let Prepared { config, mpi, tls, .. } = prepared;
+    let Prepared {
+        config, mpi, tls, ..
+    } = prepared;
     let limits = config.limits.clone();
     let metrics = Arc::new(Metrics::default());
     let ctx = Ctx::new(mpi, metrics.clone(), limits.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in mpi_proto::SERVICE_NAMES {
-        health.set_service_status(name, ServingStatus::Serving).await;
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
     }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mpi_proto::FILE_DESCRIPTOR_SET)
@@ -186,7 +216,9 @@ pub async fn serve(
     let max = limits.max_message_bytes;
     macro_rules! limited {
         ($server:ty, $adapter:expr) => {
-            <$server>::new($adapter).max_decoding_message_size(max).max_encoding_message_size(max)
+            <$server>::new($adapter)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
         };
     }
     let router = Server::builder()
@@ -195,16 +227,34 @@ pub async fn serve(
         .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
         .timeout(limits.request_timeout)
         .tcp_nodelay(true)
+        .layer(tower::util::MapResponseLayer::new(
+            crate::status::rewrite_limit_headers::<tonic::body::Body>,
+        ))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(limited!(pb::qualification_history_server::QualificationHistoryServer<_>, QualificationHistoryAdapter(ctx.clone())))
-        .add_service(limited!(pb::record_locator_server::RecordLocatorServer<_>, RecordLocatorAdapter(ctx.clone())))
-        .add_service(limited!(pb::federation_server::FederationServer<_>, FederationAdapter(ctx.clone())))
-        .add_service(limited!(pb::consent_server::ConsentServer<_>, ConsentAdapter(ctx.clone())))
-        .add_service(limited!(pb::audit_server::AuditServer<_>, AuditAdapter(ctx)));
+        .add_service(limited!(
+            pb::qualification_history_server::QualificationHistoryServer<_>,
+            QualificationHistoryAdapter(ctx.clone())
+        ))
+        .add_service(limited!(
+            pb::record_locator_server::RecordLocatorServer<_>,
+            RecordLocatorAdapter(ctx.clone())
+        ))
+        .add_service(limited!(
+            pb::federation_server::FederationServer<_>,
+            FederationAdapter(ctx.clone())
+        ))
+        .add_service(limited!(
+            pb::consent_server::ConsentServer<_>,
+            ConsentAdapter(ctx.clone())
+        ))
+        .add_service(limited!(
+            pb::audit_server::AuditServer<_>,
+            AuditAdapter(ctx)
+        ));
 
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let incoming = TcpListenerStream::new(listener).then(move |accepted| {
@@ -212,8 +262,14 @@ pub async fn serve(
         async move {
             let stream = accepted?;
             // Waiting here leaves further connections in the listen backlog.
-            let permit = connections.acquire_owned().await.map_err(io::Error::other)?;
-            Ok::<_, io::Error>(LimitedStream { stream, _permit: permit })
+            let permit = connections
+                .acquire_owned()
+                .await
+                .map_err(io::Error::other)?;
+            Ok::<_, io::Error>(LimitedStream {
+                stream,
+                _permit: permit,
+            })
         }
     });
 
@@ -231,9 +287,13 @@ pub async fn serve(
             shutdown.await;
             tracing::info!("shutdown requested; draining");
             for name in mpi_proto::SERVICE_NAMES {
-                health.set_service_status(name, ServingStatus::NotServing).await;
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
             }
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
             let _ = stop_tx.send(());
         }
     };
@@ -249,7 +309,9 @@ pub async fn serve(
     }
     if let Some(task) = metrics_task {
         match tokio::time::timeout(Duration::from_secs(2), task).await {
-            Ok(Ok(Err(error))) => tracing::warn!(error = %error, "metrics endpoint stopped with an error"),
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(error = %error, "metrics endpoint stopped with an error")
+            }
             Ok(_) => {}
             Err(_) => tracing::warn!("metrics endpoint did not stop in time"),
         }

@@ -37,7 +37,11 @@ pub struct Ctx {
 impl Ctx {
     /// Shared state of the adapters.
     pub fn new(mpi: Mpi, metrics: Arc<Metrics>, limits: Limits) -> Self {
-        Self { mpi, metrics, limits }
+        Self {
+            mpi,
+            metrics,
+            limits,
+        }
     }
 
     fn finish<T>(&self, operation: Operation, started: Instant, result: &Result<T, Status>) {
@@ -92,7 +96,10 @@ impl Ctx {
         operation: Operation,
         request: Request<Req>,
     ) -> Result<Response<Resp>, Status> {
-        self.unary(operation, request, move |_, _, _| Err(unimplemented(operation))).await
+        self.unary(operation, request, move |_, _, _| {
+            Err(unimplemented(operation))
+        })
+        .await
     }
 }
 
@@ -162,6 +169,7 @@ impl QualificationHistoryAdapter {
         request: Request<Streaming<pb::ImportQualificationsRequest>>,
     ) -> Result<pb::ImportQualificationsResponse, Status> {
         self.0.admit(Operation::ImportQualifications, &request)?;
+        tracing::debug!("import stream opened");
         let mut stream = request.into_inner();
         let mut summary = ImportSummary::default();
         let mut record_index: u64 = 0;
@@ -169,7 +177,11 @@ impl QualificationHistoryAdapter {
         // One commit runs while the next batch is read and validated.
         let mut in_flight: Option<JoinHandle<ServiceResult<ImportCounts>>> = None;
         let max_batch = self.0.limits.max_batch_items;
-        while let Some(message) = stream.message().await? {
+        while let Some(message) = stream
+            .message()
+            .await
+            .map_err(crate::status::limit_status)?
+        {
             if message.records.len() > max_batch {
                 return Err(Status::resource_exhausted(format!(
                     "records: at most {max_batch} records per message, found {}",
@@ -187,9 +199,12 @@ impl QualificationHistoryAdapter {
                 if let Some(previous) = in_flight.take() {
                     summary.add(join_commit(previous).await?);
                 }
-                let batch = std::mem::replace(&mut pending, Vec::with_capacity(IMPORT_COMMIT_RECORDS));
+                let batch =
+                    std::mem::replace(&mut pending, Vec::with_capacity(IMPORT_COMMIT_RECORDS));
                 let mpi = self.0.mpi.clone();
-                in_flight = Some(tokio::task::spawn_blocking(move || mpi.import_qualifications(&batch)));
+                in_flight = Some(tokio::task::spawn_blocking(move || {
+                    mpi.import_qualifications(&batch)
+                }));
             }
         }
         if let Some(previous) = in_flight.take() {
@@ -209,7 +224,9 @@ impl QualificationHistoryAdapter {
     }
 }
 
-async fn join_commit(handle: JoinHandle<ServiceResult<ImportCounts>>) -> Result<ImportCounts, Status> {
+async fn join_commit(
+    handle: JoinHandle<ServiceResult<ImportCounts>>,
+) -> Result<ImportCounts, Status> {
     match handle.await {
         Ok(result) => result.map_err(to_status),
         Err(error) => {
@@ -227,7 +244,8 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
     ) -> Result<Response<pb::ImportQualificationsResponse>, Status> {
         let started = Instant::now();
         let result = self.import(request).await;
-        self.0.finish(Operation::ImportQualifications, started, &result);
+        self.0
+            .finish(Operation::ImportQualifications, started, &result);
         result.map(Response::new)
     }
 
@@ -250,39 +268,57 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
         request: Request<pb::AreSamePersonRequest>,
     ) -> Result<Response<pb::AreSamePersonResponse>, Status> {
         self.0
-            .unary(Operation::AreSamePerson, request, |mpi, _principal, message| {
-                let side = |name: &str, side: Option<&pb::InsuredIdAtDate>| {
-                    let Some(side) = side else {
-                        return Err(vec![mpi_core::FieldViolation::new(name, "is required")]);
-                    };
-                    let patient = convert::insured_patient(&format!("{name}.patient"), side.patient.as_ref());
-                    let as_of = convert::optional_date(&format!("{name}.as_of"), &side.as_of);
-                    match (patient, as_of) {
-                        (Ok(patient), Ok(as_of)) => Ok((patient, as_of.unwrap_or_else(today_in_japan))),
-                        (patient, as_of) => {
-                            Err(patient.err().into_iter().chain(as_of.err()).flatten().collect())
+            .unary(
+                Operation::AreSamePerson,
+                request,
+                |mpi, _principal, message| {
+                    let side = |name: &str, side: Option<&pb::InsuredIdAtDate>| {
+                        let Some(side) = side else {
+                            return Err(vec![mpi_core::FieldViolation::new(name, "is required")]);
+                        };
+                        let patient = convert::insured_patient(
+                            &format!("{name}.patient"),
+                            side.patient.as_ref(),
+                        );
+                        let as_of = convert::optional_date(&format!("{name}.as_of"), &side.as_of);
+                        match (patient, as_of) {
+                            (Ok(patient), Ok(as_of)) => {
+                                Ok((patient, as_of.unwrap_or_else(today_in_japan)))
+                            }
+                            (patient, as_of) => Err(patient
+                                .err()
+                                .into_iter()
+                                .chain(as_of.err())
+                                .flatten()
+                                .collect()),
                         }
-                    }
-                };
-                let first = side("first", message.first.as_ref());
-                let second = side("second", message.second.as_ref());
-                let purpose = convert::purpose("purpose", message.purpose);
-                let (first, second) = match (first, second, purpose) {
-                    (Ok(first), Ok(second), Ok(_)) => (first, second),
-                    (first, second, purpose) => {
-                        let violations = first.err().into_iter().chain(second.err()).chain(purpose.err());
-                        return Err(invalid(violations.flatten().collect()));
-                    }
-                };
-                let answer = mpi.are_same_person((&first.0, first.1), (&second.0, second.1))?;
-                let answer = match answer {
-                    SamePerson::Same => pb::SamePersonAnswer::Same,
-                    SamePerson::Different => pb::SamePersonAnswer::Different,
-                    SamePerson::Ambiguous => pb::SamePersonAnswer::Ambiguous,
-                    SamePerson::Unknown => pb::SamePersonAnswer::Unknown,
-                };
-                Ok(pb::AreSamePersonResponse { answer: answer.into() })
-            })
+                    };
+                    let first = side("first", message.first.as_ref());
+                    let second = side("second", message.second.as_ref());
+                    let purpose = convert::purpose("purpose", message.purpose);
+                    let (first, second) = match (first, second, purpose) {
+                        (Ok(first), Ok(second), Ok(_)) => (first, second),
+                        (first, second, purpose) => {
+                            let violations = first
+                                .err()
+                                .into_iter()
+                                .chain(second.err())
+                                .chain(purpose.err());
+                            return Err(invalid(violations.flatten().collect()));
+                        }
+                    };
+                    let answer = mpi.are_same_person((&first.0, first.1), (&second.0, second.1))?;
+                    let answer = match answer {
+                        SamePerson::Same => pb::SamePersonAnswer::Same,
+                        SamePerson::Different => pb::SamePersonAnswer::Different,
+                        SamePerson::Ambiguous => pb::SamePersonAnswer::Ambiguous,
+                        SamePerson::Unknown => pb::SamePersonAnswer::Unknown,
+                    };
+                    Ok(pb::AreSamePersonResponse {
+                        answer: answer.into(),
+                    })
+                },
+            )
             .await
     }
 }
@@ -401,7 +437,10 @@ impl pb::audit_server::Audit for AuditAdapter {
         &self,
         request: Request<pb::ExportAuditEventsRequest>,
     ) -> Result<Response<Self::ExportAuditEventsStream>, Status> {
-        let response: Response<()> = self.0.not_yet(Operation::ExportAuditEvents, request).await?;
+        let response: Response<()> = self
+            .0
+            .not_yet(Operation::ExportAuditEvents, request)
+            .await?;
         // `not_yet` always fails; this keeps the types honest without a stub stream.
         let _ = response;
         Err(to_status(unimplemented(Operation::ExportAuditEvents)))

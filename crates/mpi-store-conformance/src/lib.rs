@@ -53,14 +53,23 @@ fn entry(insured: u8, person: u8, start: NaiveDate) -> QualificationEntry {
 /// Inserted, then unchanged on replay, then updated when a value changes.
 pub fn upsert_reports_each_outcome(store: &dyn Store) {
     let first = entry(1, 10, day(2015, 4, 1));
-    assert_eq!(store.upsert_qualifications(&[first]).unwrap(), vec![UpsertOutcome::Inserted]);
-    assert_eq!(store.upsert_qualifications(&[first]).unwrap(), vec![UpsertOutcome::Unchanged]);
+    assert_eq!(
+        store.upsert_qualifications(&[first]).unwrap(),
+        vec![UpsertOutcome::Inserted]
+    );
+    assert_eq!(
+        store.upsert_qualifications(&[first]).unwrap(),
+        vec![UpsertOutcome::Unchanged]
+    );
     let ended = QualificationEntry {
         end: Some(day(2020, 3, 31)),
         reason_of_loss: Some(ReasonOfLoss::OtherInsurance),
         ..first
     };
-    assert_eq!(store.upsert_qualifications(&[ended]).unwrap(), vec![UpsertOutcome::Updated]);
+    assert_eq!(
+        store.upsert_qualifications(&[ended]).unwrap(),
+        vec![UpsertOutcome::Updated]
+    );
     let stored = store.qualifications_by_insured(&[key(1)]).unwrap();
     assert_eq!(stored, vec![vec![ended]]);
 }
@@ -69,8 +78,14 @@ pub fn upsert_reports_each_outcome(store: &dyn Store) {
 pub fn duplicates_in_one_batch_are_unchanged(store: &dyn Store) {
     let same = entry(2, 20, day(2010, 1, 1));
     let outcomes = store.upsert_qualifications(&[same, same]).unwrap();
-    assert_eq!(outcomes, vec![UpsertOutcome::Inserted, UpsertOutcome::Unchanged]);
-    assert_eq!(store.qualifications_by_insured(&[key(2)]).unwrap()[0].len(), 1);
+    assert_eq!(
+        outcomes,
+        vec![UpsertOutcome::Inserted, UpsertOutcome::Unchanged]
+    );
+    assert_eq!(
+        store.qualifications_by_insured(&[key(2)]).unwrap()[0].len(),
+        1
+    );
 }
 
 /// Look-ups return exactly the entries of each key, in key order, and nothing for unknown keys.
@@ -83,7 +98,9 @@ pub fn lookup_by_insured_key_is_exact_and_batched(store: &dyn Store) {
     let neighbour = entry(4, 40, day(2012, 4, 1));
     store.upsert_qualifications(&household).unwrap();
     store.upsert_qualifications(&[neighbour]).unwrap();
-    let found = store.qualifications_by_insured(&[key(3), key(9), key(4)]).unwrap();
+    let found = store
+        .qualifications_by_insured(&[key(3), key(9), key(4)])
+        .unwrap();
     assert_eq!(found.len(), 3);
     assert_eq!(found[0], vec![household[2], household[1], household[0]]);
     assert!(found[1].is_empty());
@@ -95,14 +112,21 @@ pub fn person_keys_follow_provider_references(store: &dyn Store) {
     store
         .upsert_qualifications(&[entry(5, 50, day(2011, 1, 1)), entry(6, 51, day(2011, 1, 1))])
         .unwrap();
-    store.upsert_qualifications(&[entry(7, 50, day(2019, 1, 1))]).unwrap();
-    let persons = store.persons_of(&[key(50), key(51), key(52), key(50)]).unwrap();
+    store
+        .upsert_qualifications(&[entry(7, 50, day(2019, 1, 1))])
+        .unwrap();
+    let persons = store
+        .persons_of(&[key(50), key(51), key(52), key(50)])
+        .unwrap();
     assert_eq!(persons.len(), 4);
     let (first, second) = (persons[0].unwrap(), persons[1].unwrap());
     assert_ne!(first, second);
     assert_eq!(persons[2], None);
     assert_eq!(persons[3], Some(first));
-    assert_ne!(first.0, [50; 16], "person keys are random, never derived from references");
+    assert_ne!(
+        first.0, [50; 16],
+        "person keys are random, never derived from references"
+    );
 }
 
 /// Empty batches do nothing and succeed.
@@ -118,7 +142,10 @@ pub fn large_batches_commit_whole(store: &dyn Store) {
         .map(|i| {
             let mut insured = [0u8; 32];
             insured[..4].copy_from_slice(&i.to_be_bytes());
-            QualificationEntry { insured_key: IdentifierKey(insured), ..entry(0, 99, day(2020, 1, 1)) }
+            QualificationEntry {
+                insured_key: IdentifierKey(insured),
+                ..entry(0, 99, day(2020, 1, 1))
+            }
         })
         .collect();
     let outcomes = store.upsert_qualifications(&entries).unwrap();

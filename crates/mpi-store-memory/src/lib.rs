@@ -31,22 +31,35 @@ impl MemoryStore {
 }
 
 fn qualification_key(entry: &QualificationEntry) -> QualificationKey {
-    (entry.insured_key, entry.person_ref_key, mpi_core::store::codec::encode_day(entry.start))
+    (
+        entry.insured_key,
+        entry.person_ref_key,
+        mpi_core::store::codec::encode_day(entry.start),
+    )
 }
 
 impl Store for MemoryStore {
-    fn upsert_qualifications(&self, entries: &[QualificationEntry]) -> StoreResult<Vec<UpsertOutcome>> {
+    fn upsert_qualifications(
+        &self,
+        entries: &[QualificationEntry],
+    ) -> StoreResult<Vec<UpsertOutcome>> {
         // Nothing in the loop can fail, so under the write lock a batch is applied whole:
         // readers see all of it or none of it.
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         let mut outcomes = Vec::with_capacity(entries.len());
         for entry in entries {
-            let outcome = match tables.qualifications.insert(qualification_key(entry), *entry) {
+            let outcome = match tables
+                .qualifications
+                .insert(qualification_key(entry), *entry)
+            {
                 None => UpsertOutcome::Inserted,
                 Some(previous) if previous == *entry => UpsertOutcome::Unchanged,
                 Some(_) => UpsertOutcome::Updated,
             };
-            tables.persons.entry(entry.person_ref_key).or_insert_with(PersonKey::random);
+            tables
+                .persons
+                .entry(entry.person_ref_key)
+                .or_insert_with(PersonKey::random);
             outcomes.push(outcome);
         }
         Ok(outcomes)
@@ -62,14 +75,21 @@ impl Store for MemoryStore {
             .map(|insured| {
                 let from = (*insured, IdentifierKey([0; 32]), [0; 4]);
                 let to = (*insured, IdentifierKey([0xff; 32]), [0xff; 4]);
-                tables.qualifications.range(from..=to).map(|(_, entry)| *entry).collect()
+                tables
+                    .qualifications
+                    .range(from..=to)
+                    .map(|(_, entry)| *entry)
+                    .collect()
             })
             .collect())
     }
 
     fn persons_of(&self, person_ref_keys: &[IdentifierKey]) -> StoreResult<Vec<Option<PersonKey>>> {
         let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(person_ref_keys.iter().map(|key| tables.persons.get(key).copied()).collect())
+        Ok(person_ref_keys
+            .iter()
+            .map(|key| tables.persons.get(key).copied())
+            .collect())
     }
 }
 

@@ -42,10 +42,14 @@ impl RedbStore {
             txn.open_table(QUALIFICATIONS).map_err(engine)?;
             txn.open_table(PERSONS).map_err(engine)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
-            let version = meta.get("schema_version").map_err(engine)?.map(|v| v.value());
+            let version = meta
+                .get("schema_version")
+                .map_err(engine)?
+                .map(|v| v.value());
             match version {
                 None => {
-                    meta.insert("schema_version", SCHEMA_VERSION).map_err(engine)?;
+                    meta.insert("schema_version", SCHEMA_VERSION)
+                        .map_err(engine)?;
                 }
                 Some(SCHEMA_VERSION) => {}
                 Some(other) => {
@@ -61,7 +65,10 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
-    fn upsert_qualifications(&self, entries: &[QualificationEntry]) -> StoreResult<Vec<UpsertOutcome>> {
+    fn upsert_qualifications(
+        &self,
+        entries: &[QualificationEntry],
+    ) -> StoreResult<Vec<UpsertOutcome>> {
         let txn = self.db.begin_write().map_err(engine)?;
         let mut outcomes = Vec::with_capacity(entries.len());
         {
@@ -70,7 +77,9 @@ impl Store for RedbStore {
             for entry in entries {
                 let key = codec::qualification_key(entry);
                 let value = codec::qualification_value(entry);
-                let previous = qualifications.insert(key.as_slice(), value.as_slice()).map_err(engine)?;
+                let previous = qualifications
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(engine)?;
                 outcomes.push(match previous {
                     None => UpsertOutcome::Inserted,
                     Some(old) if old.value() == value.as_slice() => UpsertOutcome::Unchanged,
@@ -161,8 +170,16 @@ mod tests {
             store.persons_of(&[entry.person_ref_key]).unwrap()[0]
         };
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(store.qualifications_by_insured(&[entry.insured_key]).unwrap(), vec![vec![entry]]);
-        assert_eq!(store.persons_of(&[entry.person_ref_key]).unwrap()[0], person);
+        assert_eq!(
+            store
+                .qualifications_by_insured(&[entry.insured_key])
+                .unwrap(),
+            vec![vec![entry]]
+        );
+        assert_eq!(
+            store.persons_of(&[entry.person_ref_key]).unwrap()[0],
+            person
+        );
         assert!(person.is_some());
     }
 }

@@ -74,7 +74,10 @@ impl FacilityCode {
         } else if luhn::check_digit(&bytes[3..9]) == Some(found) {
             CheckRule::LegacySixDigit
         } else {
-            return Err(FacilityCodeError::CheckDigit { expected: standard, found });
+            return Err(FacilityCodeError::CheckDigit {
+                expected: standard,
+                found,
+            });
         };
         let mut digits = [0u8; 10];
         digits.copy_from_slice(bytes);
@@ -134,7 +137,10 @@ mod tests {
         }
         let legacy = FacilityCode::parse("1318814790").unwrap();
         assert_eq!(legacy.check_rule(), CheckRule::LegacySixDigit);
-        assert_eq!(FacilityCode::parse("1840140055").unwrap().score_table(), ScoreTable::Pharmacy);
+        assert_eq!(
+            FacilityCode::parse("1840140055").unwrap().score_table(),
+            ScoreTable::Pharmacy
+        );
         assert_eq!(FacilityCode::parse("3410712362").unwrap().prefecture(), 34);
     }
 
@@ -148,9 +154,18 @@ mod tests {
 
     #[test]
     fn shape_errors() {
-        assert_eq!(FacilityCode::parse("341071236"), Err(FacilityCodeError::Shape));
-        assert_eq!(FacilityCode::parse("34107123６2"), Err(FacilityCodeError::Shape));
-        assert_eq!(FacilityCode::parse("4810712362"), Err(FacilityCodeError::Prefecture(48)));
+        assert_eq!(
+            FacilityCode::parse("341071236"),
+            Err(FacilityCodeError::Shape)
+        );
+        assert_eq!(
+            FacilityCode::parse("34107123６2"),
+            Err(FacilityCodeError::Shape)
+        );
+        assert_eq!(
+            FacilityCode::parse("4810712362"),
+            Err(FacilityCodeError::Prefecture(48))
+        );
     }
 
     fn valid_standard_code() -> impl Strategy<Value = String> {

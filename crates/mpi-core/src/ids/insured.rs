@@ -118,7 +118,10 @@ impl CardText {
         if bytes > 38 {
             return Err(InsuredIdError::TooLong(field));
         }
-        Ok(Some(Self { raw: input.to_owned(), key: normalize_key(input) }))
+        Ok(Some(Self {
+            raw: input.to_owned(),
+            key: normalize_key(input),
+        }))
     }
 
     /// The full-width form used in the one-string member ID.
@@ -220,7 +223,13 @@ impl InsuredId {
             number.key,
             branch.as_ref().map_or("", Branch::as_str),
         );
-        Ok(Self { insurer, symbol, number, branch, canonical })
+        Ok(Self {
+            insurer,
+            symbol,
+            number,
+            branch,
+            canonical,
+        })
     }
 
     /// Parses the JP Core / CLINS one-string form `保険者番号8:記号:番号:枝番` (at most 51
@@ -236,7 +245,8 @@ impl InsuredId {
         if insurer.len() != 8 || !insurer.bytes().all(|b| b.is_ascii_digit()) {
             return Err(InsuredIdError::MemberIdInsurer);
         }
-        if !branch.is_empty() && !(branch.len() == 2 && branch.bytes().all(|b| b.is_ascii_digit())) {
+        let ascii_pair = branch.len() == 2 && branch.bytes().all(|b| b.is_ascii_digit());
+        if !branch.is_empty() && !ascii_pair {
             return Err(InsuredIdError::Branch);
         }
         Self::from_parts(insurer, symbol, number, branch)
@@ -247,7 +257,11 @@ impl InsuredId {
     /// Fails with `MemberIdTooLong` for a half-width field longer than 19 characters: valid
     /// under the receipt rule (38 bytes), it has no full-width form within the 51-character limit.
     pub fn to_member_id(&self) -> Result<String, InsuredIdError> {
-        let symbol = self.symbol.as_ref().map(CardText::full_width).unwrap_or_default();
+        let symbol = self
+            .symbol
+            .as_ref()
+            .map(CardText::full_width)
+            .unwrap_or_default();
         let number = self.number.full_width();
         if symbol.chars().count() > 19 || number.chars().count() > 19 {
             return Err(InsuredIdError::MemberIdTooLong);
@@ -324,7 +338,10 @@ pub(crate) mod tests {
         // parses, the insurer number is rejected precisely.
         assert_eq!(
             InsuredId::parse_member_id("00012345:あいう:１８７:05"),
-            Err(InsuredIdError::Insurer(InsurerNumberError::CheckDigit { expected: 4, found: 5 }))
+            Err(InsuredIdError::Insurer(InsurerNumberError::CheckDigit {
+                expected: 4,
+                found: 5
+            }))
         );
         let id = InsuredId::parse_member_id("06130488:あいう:１８７:05").unwrap();
         assert_eq!(id.to_member_id().unwrap(), "06130488:あいう:１８７:05");
@@ -342,7 +359,10 @@ pub(crate) mod tests {
         let dash = InsuredId::from_parts("06130488", "１２ー３４", "１８７", "０５").unwrap();
         assert_eq!(half, full);
         assert_eq!(half, dash);
-        assert_eq!(half.to_member_id().unwrap(), "06130488:１２－３４:１８７:05");
+        assert_eq!(
+            half.to_member_id().unwrap(),
+            "06130488:１２－３４:１８７:05"
+        );
         let long = InsuredId::from_parts("06130488", "", &"1".repeat(20), "").unwrap();
         assert_eq!(long.to_member_id(), Err(InsuredIdError::MemberIdTooLong));
     }
@@ -361,14 +381,33 @@ pub(crate) mod tests {
 
     #[test]
     fn precise_errors() {
-        let err = |s: &str, n: &str, b: &str| InsuredId::from_parts("06130488", s, n, b).unwrap_err();
+        let err =
+            |s: &str, n: &str, b: &str| InsuredId::from_parts("06130488", s, n, b).unwrap_err();
         assert_eq!(err("", "", ""), InsuredIdError::NumberRequired);
-        assert_eq!(err("1 2", "1", ""), InsuredIdError::ForbiddenCharacter(CardField::Symbol));
-        assert_eq!(err("", "1:2", ""), InsuredIdError::ForbiddenCharacter(CardField::Number));
-        assert_eq!(err("12あ", "1", ""), InsuredIdError::MixedWidth(CardField::Symbol));
-        assert_eq!(err("", "ｱｲｳ", ""), InsuredIdError::MixedWidth(CardField::Number));
-        assert_eq!(err("", &"1".repeat(39), ""), InsuredIdError::TooLong(CardField::Number));
-        assert_eq!(err("", &"あ".repeat(20), ""), InsuredIdError::TooLong(CardField::Number));
+        assert_eq!(
+            err("1 2", "1", ""),
+            InsuredIdError::ForbiddenCharacter(CardField::Symbol)
+        );
+        assert_eq!(
+            err("", "1:2", ""),
+            InsuredIdError::ForbiddenCharacter(CardField::Number)
+        );
+        assert_eq!(
+            err("12あ", "1", ""),
+            InsuredIdError::MixedWidth(CardField::Symbol)
+        );
+        assert_eq!(
+            err("", "ｱｲｳ", ""),
+            InsuredIdError::MixedWidth(CardField::Number)
+        );
+        assert_eq!(
+            err("", &"1".repeat(39), ""),
+            InsuredIdError::TooLong(CardField::Number)
+        );
+        assert_eq!(
+            err("", &"あ".repeat(20), ""),
+            InsuredIdError::TooLong(CardField::Number)
+        );
         assert!(InsuredId::from_parts("06130488", "", &"1".repeat(38), "").is_ok());
         assert!(InsuredId::from_parts("06130488", "", &"あ".repeat(19), "").is_ok());
         assert_eq!(err("", "1", "5"), InsuredIdError::Branch);
@@ -392,7 +431,8 @@ pub(crate) mod tests {
     }
 
     fn half_width_text(max: usize) -> impl Strategy<Value = String> {
-        proptest::string::string_regex(&format!("[A-Za-z0-9][A-Za-z0-9-]{{0,{}}}", max - 1)).unwrap()
+        proptest::string::string_regex(&format!("[A-Za-z0-9][A-Za-z0-9-]{{0,{}}}", max - 1))
+            .unwrap()
     }
 
     fn full_width_text() -> impl Strategy<Value = String> {
@@ -416,11 +456,15 @@ pub(crate) mod tests {
             super::super::insurer::tests::valid_insurer_number(),
             prop_oneof![Just(String::new()), half_width_text(38), full_width_text()],
             prop_oneof![half_width_text(38), full_width_text()],
-            prop_oneof![Just(String::new()), (0u8..100).prop_map(|b| format!("{b:02}"))],
+            prop_oneof![
+                Just(String::new()),
+                (0u8..100).prop_map(|b| format!("{b:02}"))
+            ],
         )
-            .prop_filter("late-elderly numbers carry no branch", |(insurer, _, _, branch)| {
-                !(insurer.starts_with("39") && !branch.is_empty())
-            })
+            .prop_filter(
+                "late-elderly numbers carry no branch",
+                |(insurer, _, _, branch)| !insurer.starts_with("39") || branch.is_empty(),
+            )
     }
 
     proptest! {

@@ -127,10 +127,10 @@ impl InsurerNumber {
     /// What is unusual about this number, if anything.
     pub fn flags(&self) -> Vec<InsurerNumberFlag> {
         let mut flags = Vec::new();
-        if let Some(houbetsu) = self.houbetsu() {
-            if !KNOWN_HOUBETSU.contains(&houbetsu) {
-                flags.push(InsurerNumberFlag::UnknownHoubetsu(houbetsu));
-            }
+        if let Some(houbetsu) = self.houbetsu()
+            && !KNOWN_HOUBETSU.contains(&houbetsu)
+        {
+            flags.push(InsurerNumberFlag::UnknownHoubetsu(houbetsu));
         }
         let prefecture = self.prefecture();
         if prefecture > 47 {
@@ -203,13 +203,25 @@ pub(crate) mod tests {
     #[test]
     fn precise_errors() {
         assert_eq!(InsurerNumber::parse("   "), Err(InsurerNumberError::Empty));
-        assert_eq!(InsurerNumber::parse("0613048"), Err(InsurerNumberError::Length(7)));
-        assert_eq!(InsurerNumber::parse("0613-488"), Err(InsurerNumberError::NotDigits));
+        assert_eq!(
+            InsurerNumber::parse("0613048"),
+            Err(InsurerNumberError::Length(7))
+        );
+        assert_eq!(
+            InsurerNumber::parse("0613-488"),
+            Err(InsurerNumberError::NotDigits)
+        );
         assert_eq!(
             InsurerNumber::parse("06130487"),
-            Err(InsurerNumberError::CheckDigit { expected: 8, found: 7 })
+            Err(InsurerNumberError::CheckDigit {
+                expected: 8,
+                found: 7
+            })
         );
-        assert_eq!(InsurerNumber::parse("06480000"), Err(InsurerNumberError::Prefecture(48)));
+        assert_eq!(
+            InsurerNumber::parse("06480000"),
+            Err(InsurerNumberError::Prefecture(48))
+        );
     }
 
     #[test]
@@ -221,7 +233,10 @@ pub(crate) mod tests {
         assert_eq!(unknown.flags(), vec![InsurerNumberFlag::UnknownHoubetsu(8)]);
         let check = luhn::check_digit(b"0163001").unwrap();
         let alternate = InsurerNumber::parse(&format!("0163001{check}")).unwrap();
-        assert_eq!(alternate.flags(), vec![InsurerNumberFlag::AlternatePrefecture(63)]);
+        assert_eq!(
+            alternate.flags(),
+            vec![InsurerNumberFlag::AlternatePrefecture(63)]
+        );
     }
 
     #[test]
@@ -232,15 +247,17 @@ pub(crate) mod tests {
 
     /// Valid insurer numbers: 8 digits with a known or unknown 法別, or 6-digit 国保.
     pub(crate) fn valid_insurer_number() -> impl Strategy<Value = String> {
-        (0u8..100, 1u8..=47, 0u16..1000, any::<bool>()).prop_map(|(houbetsu, pref, serial, kokuho)| {
-            let body = if kokuho {
-                format!("{pref:02}{serial:03}")
-            } else {
-                format!("{:02}{pref:02}{serial:03}", houbetsu.max(1))
-            };
-            let check = luhn::check_digit(body.as_bytes()).unwrap();
-            format!("{body}{check}")
-        })
+        (0u8..100, 1u8..=47, 0u16..1000, any::<bool>()).prop_map(
+            |(houbetsu, pref, serial, kokuho)| {
+                let body = if kokuho {
+                    format!("{pref:02}{serial:03}")
+                } else {
+                    format!("{:02}{pref:02}{serial:03}", houbetsu.max(1))
+                };
+                let check = luhn::check_digit(body.as_bytes()).unwrap();
+                format!("{body}{check}")
+            },
+        )
     }
 
     proptest! {

@@ -27,7 +27,11 @@ mod tests {
         assert_eq!(check_digit(b"3312001"), Some(5));
         assert_eq!(check_digit(b"5401602"), Some(7));
         assert_eq!(check_digit(b"13805"), Some(7));
-        assert_eq!(check_digit(b"0013805"), Some(7), "zero padding never changes the check");
+        assert_eq!(
+            check_digit(b"0013805"),
+            Some(7),
+            "zero padding never changes the check"
+        );
         assert_eq!(check_digit(b"341071236"), Some(2));
         assert_eq!(check_digit(b"184014005"), Some(5));
         assert_eq!(check_digit(b"361801001"), Some(5));

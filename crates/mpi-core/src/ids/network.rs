@@ -7,7 +7,9 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
     /// Network ID not of the form `PP-NNNN`.
-    #[error("network ID must be \"PP-NNNN\": prefecture 00-47 (00 for networks across prefectures), a hyphen, 4 digits 0001-9999")]
+    #[error(
+        "network ID must be \"PP-NNNN\": prefecture 00-47 (00 for networks across prefectures), a hyphen, 4 digits 0001-9999"
+    )]
     NetworkId,
     /// Empty opaque reference.
     #[error("must not be empty")]
@@ -69,7 +71,10 @@ fn opaque(input: &str, max: usize) -> Result<String, ReferenceError> {
     if input.len() > max {
         return Err(ReferenceError::TooLong(max));
     }
-    if !input.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !input
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return Err(ReferenceError::Charset);
     }
     Ok(input.to_owned())
@@ -88,7 +93,10 @@ impl RegionalId {
 
     /// Builds a regional ID from its network and local part (1 to 64 of `[A-Za-z0-9._-]`).
     pub fn new(network: NetworkId, local: &str) -> Result<Self, ReferenceError> {
-        Ok(Self { network, local: opaque(local, Self::MAX_LEN)? })
+        Ok(Self {
+            network,
+            local: opaque(local, Self::MAX_LEN)?,
+        })
     }
 
     /// The issuing network.
@@ -149,8 +157,19 @@ mod tests {
     fn network_ids() {
         assert_eq!(NetworkId::parse("13-0001").unwrap().as_str(), "13-0001");
         assert!(NetworkId::parse("00-0420").is_ok());
-        for bad in ["13-0000", "48-0001", "130001", "13_0001", "13-001", "１３-0001"] {
-            assert_eq!(NetworkId::parse(bad), Err(ReferenceError::NetworkId), "{bad}");
+        for bad in [
+            "13-0000",
+            "48-0001",
+            "130001",
+            "13_0001",
+            "13-001",
+            "１３-0001",
+        ] {
+            assert_eq!(
+                NetworkId::parse(bad),
+                Err(ReferenceError::NetworkId),
+                "{bad}"
+            );
         }
     }
 
@@ -161,8 +180,14 @@ mod tests {
         assert_eq!(id.canonical(), "27-0001:P-000123.a_b");
         assert!(!format!("{id:?}").contains("000123"));
         assert_eq!(RegionalId::new(network, ""), Err(ReferenceError::Empty));
-        assert_eq!(RegionalId::new(network, "a b"), Err(ReferenceError::Charset));
-        assert_eq!(RegionalId::new(network, &"a".repeat(65)), Err(ReferenceError::TooLong(64)));
+        assert_eq!(
+            RegionalId::new(network, "a b"),
+            Err(ReferenceError::Charset)
+        );
+        assert_eq!(
+            RegionalId::new(network, &"a".repeat(65)),
+            Err(ReferenceError::TooLong(64))
+        );
     }
 
     proptest! {

@@ -1,0 +1,555 @@
+//! `kouiki-mpi ctl`: a client for every RPC. It uses the development PKI of the data directory
+//! by default (`--as` picks the client), or the certificates given. Requests can be written
+//! with flags for the common calls, or as proto3 JSON with `--request` for any call; responses
+//! are printed as an outline, or as JSON with `--json`.
+
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use mpi_proto::v1 as pb;
+use mpi_server::client::{ClientIdentity, connect};
+use mpi_server::pki::PkiPaths;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::render;
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Server address.
+    #[arg(
+        long,
+        env = "KOUIKI_MPI_ADDR",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
+    addr: String,
+    /// Data directory whose development PKI to use.
+    #[arg(
+        long,
+        env = "KOUIKI_MPI_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// Development PKI client to act as; each command has a sensible default.
+    #[arg(long = "as", value_enum, global = true)]
+    role: Option<DevClient>,
+    /// Client certificate (PEM), instead of the development PKI.
+    #[arg(long, requires_all = ["key", "ca"], global = true)]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, requires_all = ["cert", "ca"], global = true)]
+    key: Option<PathBuf>,
+    /// CA certificate of the server (PEM).
+    #[arg(long, requires_all = ["cert", "key"], global = true)]
+    ca: Option<PathBuf>,
+    /// Print responses as proto3 JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+/// The development PKI's clients.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DevClient {
+    HistoryProvider,
+    NetworkA,
+    NetworkB,
+    ClinicianA,
+    ClinicianB,
+    Operator,
+}
+
+impl DevClient {
+    fn alias(self) -> &'static str {
+        match self {
+            Self::HistoryProvider => "history-provider",
+            Self::NetworkA => "network-a",
+            Self::NetworkB => "network-b",
+            Self::ClinicianA => "clinician-a",
+            Self::ClinicianB => "clinician-b",
+            Self::Operator => "operator",
+        }
+    }
+}
+
+/// A request given as proto3 JSON: inline, `@FILE`, or `-` for standard input.
+#[derive(Debug, Args)]
+struct JsonRequest {
+    /// The request as proto3 JSON (inline, @FILE or - for stdin); fields are those of the proto.
+    #[arg(long, default_value = "{}")]
+    request: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SexArg {
+    Male,
+    Female,
+    NotRecorded,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PurposeArg {
+    Treatment,
+    Emergency,
+    CareCoordination,
+    PatientRequest,
+    IdentityManagement,
+    Audit,
+}
+
+impl From<PurposeArg> for pb::Purpose {
+    fn from(purpose: PurposeArg) -> Self {
+        match purpose {
+            PurposeArg::Treatment => Self::Treatment,
+            PurposeArg::Emergency => Self::Emergency,
+            PurposeArg::CareCoordination => Self::CareCoordination,
+            PurposeArg::PatientRequest => Self::PatientRequest,
+            PurposeArg::IdentityManagement => Self::IdentityManagement,
+            PurposeArg::Audit => Self::Audit,
+        }
+    }
+}
+
+fn sex(value: Option<SexArg>) -> i32 {
+    match value {
+        None => pb::Sex::Unspecified,
+        Some(SexArg::Male) => pb::Sex::Male,
+        Some(SexArg::Female) => pb::Sex::Female,
+        Some(SexArg::NotRecorded) => pb::Sex::NotRecorded,
+    }
+    .into()
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// Health of the server and of each service.
+    Health,
+    /// QualificationHistory.ImportQualifications: stream a JSON Lines file of QualificationRecord.
+    ImportQualifications {
+        /// JSON Lines, one QualificationRecord (proto3 JSON) per line.
+        #[arg(long)]
+        file: PathBuf,
+        /// Records per message.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// QualificationHistory.MergePersons (not yet available).
+    MergePersons(JsonRequest),
+    /// QualificationHistory.UnmergePersons (not yet available).
+    UnmergePersons(JsonRequest),
+    /// QualificationHistory.AreSamePerson: do two insured IDs belong to one person?
+    AreSamePerson {
+        /// First insured ID in the one-string form "保険者番号8:記号:番号:枝番".
+        #[arg(long)]
+        first: String,
+        /// Date the first ID is resolved on ("YYYY-MM-DD"; default today).
+        #[arg(long, default_value = "")]
+        first_as_of: String,
+        /// Birth date for a household-level first ID.
+        #[arg(long, default_value = "")]
+        first_birth_date: String,
+        /// Sex for a household-level first ID.
+        #[arg(long, value_enum)]
+        first_sex: Option<SexArg>,
+        /// Second insured ID.
+        #[arg(long)]
+        second: String,
+        #[arg(long, default_value = "")]
+        second_as_of: String,
+        #[arg(long, default_value = "")]
+        second_birth_date: String,
+        #[arg(long, value_enum)]
+        second_sex: Option<SexArg>,
+        /// Purpose of use.
+        #[arg(long, value_enum, default_value = "identity-management")]
+        purpose: PurposeArg,
+    },
+    /// RecordLocator.RegisterLocations (not yet available).
+    RegisterLocations(JsonRequest),
+    /// RecordLocator.WithdrawLocations (not yet available).
+    WithdrawLocations(JsonRequest),
+    /// RecordLocator.FindLocations (not yet available).
+    FindLocations(JsonRequest),
+    /// Federation.LinkRegionalId (not yet available).
+    LinkRegionalId(JsonRequest),
+    /// Federation.UnlinkRegionalId (not yet available).
+    UnlinkRegionalId(JsonRequest),
+    /// Federation.CrossReference (not yet available).
+    CrossReference(JsonRequest),
+    /// Consent.RecordConsent (not yet available).
+    RecordConsent(JsonRequest),
+    /// Consent.RevokeConsent (not yet available).
+    RevokeConsent(JsonRequest),
+    /// Consent.ListConsents (not yet available).
+    ListConsents(JsonRequest),
+    /// Audit.AccessDisclosure (not yet available).
+    AccessDisclosure(JsonRequest),
+    /// Audit.VerifyAuditChain (not yet available).
+    VerifyAuditChain(JsonRequest),
+    /// Audit.ExportAuditEvents as JSON Lines (not yet available).
+    ExportAuditEvents(JsonRequest),
+}
+
+impl CtlCommand {
+    /// The client a command acts as unless `--as` says otherwise.
+    fn default_client(&self) -> DevClient {
+        use CtlCommand::*;
+        match self {
+            Health | ListConsents(_) | AccessDisclosure(_) | VerifyAuditChain(_)
+            | ExportAuditEvents(_) => DevClient::Operator,
+            ImportQualifications { .. }
+            | MergePersons(_)
+            | UnmergePersons(_)
+            | AreSamePerson { .. } => DevClient::HistoryProvider,
+            RegisterLocations(_) | WithdrawLocations(_) | LinkRegionalId(_)
+            | UnlinkRegionalId(_) => DevClient::NetworkA,
+            RecordConsent(_) | RevokeConsent(_) => DevClient::Operator,
+            FindLocations(_) | CrossReference(_) => DevClient::ClinicianA,
+        }
+    }
+}
+
+/// `kouiki-mpi ctl`.
+pub fn run(args: CtlArgs) -> ExitCode {
+    mpi_server::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kouiki-mpi ctl: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CtlError::Status(status)) => {
+            eprintln!("error: {:?}: {}", status.code(), status.message());
+            for violation in field_violations(&status) {
+                eprintln!("  {}: {}", violation.field, violation.description);
+            }
+            ExitCode::from(1)
+        }
+        Err(CtlError::Other(error)) => {
+            eprintln!("kouiki-mpi ctl: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn field_violations(status: &tonic::Status) -> Vec<tonic_types::FieldViolation> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations)
+        .unwrap_or_default()
+}
+
+enum CtlError {
+    Status(tonic::Status),
+    Other(anyhow::Error),
+}
+
+impl From<tonic::Status> for CtlError {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status(status)
+    }
+}
+
+impl From<anyhow::Error> for CtlError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Other(error)
+    }
+}
+
+fn identity(args: &CtlArgs) -> anyhow::Result<ClientIdentity> {
+    if let (Some(cert), Some(key), Some(ca)) = (&args.cert, &args.key, &args.ca) {
+        return Ok(ClientIdentity::from_files(ca, cert, key)?);
+    }
+    let client = args.role.unwrap_or_else(|| args.command.default_client());
+    let pki = PkiPaths::new(args.data_dir.join("pki"));
+    ClientIdentity::from_dev_pki(&pki, client.alias()).map_err(|error| {
+        anyhow::anyhow!(
+            "{error}\n(no development PKI there: start the server first, run `kouiki-mpi dev-pki`, or pass --data-dir / --cert --key --ca)"
+        )
+    })
+}
+
+fn read_request<T: DeserializeOwned>(request: &JsonRequest) -> anyhow::Result<T> {
+    let text = match request.request.as_str() {
+        "-" => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text
+        }
+        inline if inline.starts_with('@') => std::fs::read_to_string(&inline[1..])?,
+        inline => inline.to_owned(),
+    };
+    serde_json::from_str(&text)
+        .map_err(|error| anyhow::anyhow!("--request is not a valid request: {error}"))
+}
+
+fn print<T: Serialize>(json: bool, response: &T) -> anyhow::Result<()> {
+    let value = serde_json::to_value(response)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", render::outline(&value));
+    }
+    Ok(())
+}
+
+fn member_patient(
+    member_id: &str,
+    birth_date: &str,
+    sex_arg: Option<SexArg>,
+) -> pb::InsuredPatient {
+    pb::InsuredPatient {
+        insured_id: Some(pb::InsuredId {
+            form: Some(pb::insured_id::Form::MemberId(member_id.to_owned())),
+        }),
+        birth_date: birth_date.to_owned(),
+        sex: sex(sex_arg),
+    }
+}
+
+macro_rules! unary {
+    ($client:ident, $method:ident, $type:ty, $request:expr, $json:expr) => {{
+        let request: $type = read_request($request)?;
+        let response = $client.$method(request).await?.into_inner();
+        print($json, &response)?;
+    }};
+}
+
+async fn execute(args: CtlArgs) -> Result<(), CtlError> {
+    let identity = identity(&args)?;
+    let channel: Channel = connect(&args.addr, &identity)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot connect to {}: {error:?}", args.addr))?;
+    let json = args.json;
+    let mut history =
+        pb::qualification_history_client::QualificationHistoryClient::new(channel.clone());
+    let mut locator = pb::record_locator_client::RecordLocatorClient::new(channel.clone());
+    let mut federation = pb::federation_client::FederationClient::new(channel.clone());
+    let mut consent = pb::consent_client::ConsentClient::new(channel.clone());
+    let mut audit = pb::audit_client::AuditClient::new(channel.clone());
+    match &args.command {
+        CtlCommand::Health => health(channel, json).await?,
+        CtlCommand::ImportQualifications { file, batch } => {
+            let response = import(&mut history, file, *batch).await?;
+            print(json, &response)?;
+        }
+        CtlCommand::MergePersons(request) => unary!(
+            history,
+            merge_persons,
+            pb::MergePersonsRequest,
+            request,
+            json
+        ),
+        CtlCommand::UnmergePersons(request) => unary!(
+            history,
+            unmerge_persons,
+            pb::UnmergePersonsRequest,
+            request,
+            json
+        ),
+        CtlCommand::AreSamePerson {
+            first,
+            first_as_of,
+            first_birth_date,
+            first_sex,
+            second,
+            second_as_of,
+            second_birth_date,
+            second_sex,
+            purpose,
+        } => {
+            let request = pb::AreSamePersonRequest {
+                first: Some(pb::InsuredIdAtDate {
+                    patient: Some(member_patient(first, first_birth_date, *first_sex)),
+                    as_of: first_as_of.clone(),
+                }),
+                second: Some(pb::InsuredIdAtDate {
+                    patient: Some(member_patient(second, second_birth_date, *second_sex)),
+                    as_of: second_as_of.clone(),
+                }),
+                purpose: pb::Purpose::from(*purpose).into(),
+            };
+            let response = history.are_same_person(request).await?.into_inner();
+            if json {
+                print(true, &response)?;
+            } else {
+                let answer = match response.answer() {
+                    pb::SamePersonAnswer::Same => "same",
+                    pb::SamePersonAnswer::Different => "different",
+                    pb::SamePersonAnswer::Ambiguous => "ambiguous",
+                    pb::SamePersonAnswer::Unknown => "unknown",
+                    pb::SamePersonAnswer::Unspecified => "unspecified",
+                };
+                println!("{answer}");
+            }
+        }
+        CtlCommand::RegisterLocations(request) => unary!(
+            locator,
+            register_locations,
+            pb::RegisterLocationsRequest,
+            request,
+            json
+        ),
+        CtlCommand::WithdrawLocations(request) => unary!(
+            locator,
+            withdraw_locations,
+            pb::WithdrawLocationsRequest,
+            request,
+            json
+        ),
+        CtlCommand::FindLocations(request) => unary!(
+            locator,
+            find_locations,
+            pb::FindLocationsRequest,
+            request,
+            json
+        ),
+        CtlCommand::LinkRegionalId(request) => unary!(
+            federation,
+            link_regional_id,
+            pb::LinkRegionalIdRequest,
+            request,
+            json
+        ),
+        CtlCommand::UnlinkRegionalId(request) => unary!(
+            federation,
+            unlink_regional_id,
+            pb::UnlinkRegionalIdRequest,
+            request,
+            json
+        ),
+        CtlCommand::CrossReference(request) => unary!(
+            federation,
+            cross_reference,
+            pb::CrossReferenceRequest,
+            request,
+            json
+        ),
+        CtlCommand::RecordConsent(request) => unary!(
+            consent,
+            record_consent,
+            pb::RecordConsentRequest,
+            request,
+            json
+        ),
+        CtlCommand::RevokeConsent(request) => unary!(
+            consent,
+            revoke_consent,
+            pb::RevokeConsentRequest,
+            request,
+            json
+        ),
+        CtlCommand::ListConsents(request) => unary!(
+            consent,
+            list_consents,
+            pb::ListConsentsRequest,
+            request,
+            json
+        ),
+        CtlCommand::AccessDisclosure(request) => unary!(
+            audit,
+            access_disclosure,
+            pb::AccessDisclosureRequest,
+            request,
+            json
+        ),
+        CtlCommand::VerifyAuditChain(request) => unary!(
+            audit,
+            verify_audit_chain,
+            pb::VerifyAuditChainRequest,
+            request,
+            json
+        ),
+        CtlCommand::ExportAuditEvents(request) => {
+            let request: pb::ExportAuditEventsRequest = read_request(request)?;
+            let mut events = audit.export_audit_events(request).await?.into_inner();
+            while let Some(event) = events.next().await {
+                println!(
+                    "{}",
+                    serde_json::to_string(&event?).map_err(anyhow::Error::from)?
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn health(channel: Channel, json: bool) -> Result<(), CtlError> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let mut client = HealthClient::new(channel);
+    let mut report = serde_json::Map::new();
+    for service in std::iter::once("").chain(mpi_proto::SERVICE_NAMES) {
+        let status = client
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .status();
+        let name = if service.is_empty() {
+            "server"
+        } else {
+            service
+        };
+        let text = match status {
+            ServingStatus::Serving => "SERVING",
+            ServingStatus::NotServing => "NOT_SERVING",
+            ServingStatus::ServiceUnknown => "SERVICE_UNKNOWN",
+            ServingStatus::Unknown => "UNKNOWN",
+        };
+        report.insert(name.to_owned(), serde_json::Value::String(text.to_owned()));
+    }
+    print(json, &serde_json::Value::Object(report))?;
+    Ok(())
+}
+
+/// Streams a JSON Lines file of records; a line that is not a record stops before anything is
+/// sent for it, naming its line.
+async fn import(
+    client: &mut pb::qualification_history_client::QualificationHistoryClient<Channel>,
+    file: &Path,
+    batch: usize,
+) -> Result<pb::ImportQualificationsResponse, CtlError> {
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?,
+    );
+    let mut messages = Vec::new();
+    let mut records = Vec::with_capacity(batch);
+    for (number, line) in reader.lines().enumerate() {
+        let line = line.map_err(anyhow::Error::from)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: pb::QualificationRecord = serde_json::from_str(&line)
+            .map_err(|error| anyhow::anyhow!("{} line {}: {error}", file.display(), number + 1))?;
+        records.push(record);
+        if records.len() == batch.max(1) {
+            messages.push(pb::ImportQualificationsRequest {
+                records: std::mem::take(&mut records),
+            });
+        }
+    }
+    if !records.is_empty() {
+        messages.push(pb::ImportQualificationsRequest { records });
+    }
+    Ok(client
+        .import_qualifications(tokio_stream::iter(messages))
+        .await?
+        .into_inner())
+}

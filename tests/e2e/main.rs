@@ -1,0 +1,12 @@
+//! End-to-end tests: the real server (redb store, mutual TLS) on 127.0.0.1:0, driven as clients
+//! drive it. One test binary; each module is a group of scenarios.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+mod foundation;
+mod interop;
+mod plaintext;
+mod qualifications;
+mod security;
+mod shutdown;

@@ -1,0 +1,157 @@
+//! Mutual TLS and roles: who gets in, and what each role may call.
+
+use mpi_core::principal::Principal;
+use mpi_proto::v1 as pb;
+use mpi_server::client::tls_config;
+use mpi_server::pki::CertAuthority;
+use tonic::Code;
+use tonic::transport::Endpoint;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::support::*;
+
+/// Tries one health check with the given TLS client settings; true when it was answered.
+async fn answered(server: &TestServer, tls: tonic::transport::ClientTlsConfig) -> bool {
+    let endpoint = Endpoint::from_shared(format!("https://{}", server.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap();
+    let Ok(channel) = endpoint.connect().await else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok()
+}
+
+fn server_ca(server: &TestServer) -> Vec<u8> {
+    std::fs::read(server.pki.as_ref().unwrap().ca_cert()).unwrap()
+}
+
+#[tokio::test]
+async fn the_right_certificate_is_answered() {
+    let server = TestServer::start().await;
+    let identity = server.identity("operator");
+    let tls = tls_config(
+        &identity.ca_pem,
+        Some((&identity.cert_pem, &identity.key_pem)),
+        "localhost",
+    );
+    assert!(
+        answered(&server, tls).await,
+        "control: a valid client certificate is answered"
+    );
+}
+
+#[tokio::test]
+async fn no_client_certificate_is_refused() {
+    let server = TestServer::start().await;
+    assert!(!answered(&server, tls_config(&server_ca(&server), None, "localhost")).await);
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused() {
+    let server = TestServer::start().await;
+    let rogue = CertAuthority::generate("rogue CA").unwrap();
+    let client = rogue
+        .issue_client(&Principal::Operator("mallory".into()))
+        .unwrap();
+    let tls = tls_config(
+        &server_ca(&server),
+        Some((client.cert_pem.as_bytes(), client.key_pem.as_bytes())),
+        "localhost",
+    );
+    assert!(!answered(&server, tls).await);
+}
+
+#[tokio::test]
+async fn an_expired_certificate_from_the_trusted_ca_is_refused() {
+    // The server trusts `ca` through configured TLS files, so the only fault of the expired
+    // certificate is its validity; a fresh one from the same CA is the control.
+    let ca = CertAuthority::generate("operator-issued CA").unwrap();
+    let (server, _tls_dir) = TestServer::start_with_ca(&ca).await;
+    let ca_pem = ca.cert_pem().into_bytes();
+    let operator = Principal::Operator("ops".into());
+    let fresh = ca.issue_client(&operator).unwrap();
+    let tls = tls_config(
+        &ca_pem,
+        Some((fresh.cert_pem.as_bytes(), fresh.key_pem.as_bytes())),
+        "localhost",
+    );
+    assert!(
+        answered(&server, tls).await,
+        "control: a valid certificate of the configured CA"
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca
+        .issue_client_valid(
+            &operator,
+            now - time::Duration::days(30),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    let tls = tls_config(
+        &ca_pem,
+        Some((expired.cert_pem.as_bytes(), expired.key_pem.as_bytes())),
+        "localhost",
+    );
+    assert!(!answered(&server, tls).await);
+}
+
+#[tokio::test]
+async fn a_role_calling_an_rpc_it_may_not_use_is_permission_denied() {
+    let server = TestServer::start().await;
+    let pair = at(member("01139013::1:"), "");
+    for alias in ["clinician-a", "clinician-b"] {
+        let mut client = server.history(alias).await;
+        let status = same(&mut client, pair.clone(), pair.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{alias}");
+        assert!(
+            status.message().contains("clinician"),
+            "{}",
+            status.message()
+        );
+    }
+    for alias in ["network-a", "operator", "clinician-a"] {
+        let mut client = server.history(alias).await;
+        let status = client
+            .import_qualifications(tokio_stream::iter(vec![
+                pb::ImportQualificationsRequest::default(),
+            ]))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{alias} importing");
+    }
+    let mut locator =
+        pb::record_locator_client::RecordLocatorClient::new(server.channel("clinician-a").await);
+    let status = locator
+        .register_locations(pb::RegisterLocationsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "a clinician registering"
+    );
+    let mut consent = pb::consent_client::ConsentClient::new(server.channel("network-b").await);
+    let status = consent
+        .list_consents(pb::ListConsentsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "a network listing consents"
+    );
+    let mut audit = pb::audit_client::AuditClient::new(server.channel("history-provider").await);
+    let status = audit
+        .verify_audit_chain(pb::VerifyAuditChainRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}

@@ -1,0 +1,167 @@
+//! The binary itself: SIGTERM drains in-flight requests and exits 0; bad settings exit 64.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mpi_proto::v1 as pb;
+use mpi_server::client::{ClientIdentity, connect};
+use mpi_server::pki::PkiPaths;
+use numbers::*;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::support::*;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_kouiki-mpi");
+
+/// Forwards every line of a child's output into a channel.
+fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits (bounded) for a line containing `needle`; returns it. Blocks: call it through
+/// `block_in_place` inside the runtime.
+fn wait_for(receiver: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line containing {needle:?} within 30 s"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BINARY)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info,mpi_server=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    let listening = tokio::task::block_in_place(|| wait_for(&stdout, "listening on"));
+    let address = listening.split_whitespace().nth(3).unwrap().to_owned();
+
+    mpi_server::install_crypto_provider();
+    let pki = PkiPaths::new(dir.path().join("data/pki"));
+    let channel = connect(
+        &address,
+        &ClientIdentity::from_dev_pki(&pki, "history-provider").unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut client = QualificationHistoryClient::new(channel);
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let first = record(
+        "synth-0001",
+        insured(KYOKAI, "1", "1", "01"),
+        "2020-01-01",
+        "",
+        "1980-01-01",
+        pb::Sex::Male,
+    );
+    let second = record(
+        "synth-0002",
+        insured(KYOKAI, "1", "2", "01"),
+        "2020-01-01",
+        "",
+        "1980-01-01",
+        pb::Sex::Male,
+    );
+    sender
+        .send(pb::ImportQualificationsRequest {
+            records: vec![first],
+        })
+        .await
+        .unwrap();
+    let import = tokio::spawn(async move {
+        client
+            .import_qualifications(ReceiverStream::new(receiver))
+            .await
+    });
+    tokio::task::block_in_place(|| wait_for(&stderr, "import stream opened"));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::task::block_in_place(|| wait_for(&stderr, "shutdown requested"));
+    // The stream opened before the signal is still served to its end.
+    sender
+        .send(pb::ImportQualificationsRequest {
+            records: vec![second],
+        })
+        .await
+        .unwrap();
+    drop(sender);
+    let summary = import.await.unwrap().unwrap().into_inner();
+    assert_eq!(summary.accepted, 2);
+
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    tokio::task::block_in_place(|| wait_for(&stderr, "server stopped"));
+}
+
+#[test]
+fn bad_settings_exit_64_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[limits]\nmax_batch_items = 0\n").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--listen".into(), "nowhere".into()], "`listen`"),
+        (
+            vec!["--config".into(), config.display().to_string()],
+            "`limits.max_batch_items`",
+        ),
+        (vec!["--production".into(), "true".into()], "`tls`"),
+        (
+            vec!["--tls-cert".into(), "/nonexistent.pem".into()],
+            "`tls.key`",
+        ),
+        (vec!["--log-format".into(), "xml".into()], "`log_format`"),
+    ];
+    for (args, setting) in cases {
+        let output = Command::new(BINARY)
+            .arg("serve")
+            .args(&args)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(setting), "{args:?}: {stderr}");
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is created before the configuration is valid"
+    );
+}

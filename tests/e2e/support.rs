@@ -1,0 +1,289 @@
+//! The test harness: `TestServer::start()` runs the real server in process on port 0 with a
+//! fresh data directory and development PKI; helpers connect as each development client.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mpi_proto::v1 as pb;
+use mpi_server::client::{ClientIdentity, connect};
+use mpi_server::config::{Config, FileConfig, Overrides};
+use mpi_server::pki::PkiPaths;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use pb::qualification_history_client::QualificationHistoryClient;
+
+/// A running server and its data directory.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// The development PKI, unless the test configured TLS files.
+    pub pki: Option<PkiPaths>,
+    data_dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), mpi_server::ServerError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with the default limits.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `tune` adjusts its configuration.
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
+        mpi_server::install_crypto_provider();
+        let data_dir = tempfile::tempdir().unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            metrics_listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(data_dir.path().join("data")),
+            ..Default::default()
+        };
+        let mut config = Config::resolve(FileConfig::default(), overrides).unwrap();
+        tune(&mut config);
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen.unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics_addr = metrics_listener.local_addr().unwrap();
+        let prepared = tokio::task::spawn_blocking(move || mpi_server::prepare(config))
+            .await
+            .unwrap()
+            .unwrap();
+        let pki = prepared.dev_pki().map(|(paths, _)| paths.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(mpi_server::serve(
+            prepared,
+            listener,
+            Some(metrics_listener),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            metrics_addr,
+            pki,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts a server whose TLS files come from `ca` (the configured-files path of production).
+    pub async fn start_with_ca(ca: &mpi_server::pki::CertAuthority) -> (Self, TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let server_cert = ca.issue_server().unwrap();
+        let paths = [
+            ("ca.pem", ca.cert_pem()),
+            ("server.pem", server_cert.cert_pem),
+            ("server.key", server_cert.key_pem),
+        ];
+        for (name, contents) in &paths {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        let tls = mpi_server::config::TlsSource::Files {
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+            client_ca: dir.path().join("ca.pem"),
+        };
+        let server = Self::start_with(|config| config.tls = tls).await;
+        (server, dir)
+    }
+
+    /// The identity of a development client (`operator`, `network-a`, …).
+    pub fn identity(&self, alias: &str) -> ClientIdentity {
+        ClientIdentity::from_dev_pki(self.pki.as_ref().expect("development PKI"), alias).unwrap()
+    }
+
+    /// A channel as a development client.
+    pub async fn channel(&self, alias: &str) -> Channel {
+        connect(&self.addr.to_string(), &self.identity(alias))
+            .await
+            .unwrap()
+    }
+
+    /// The QualificationHistory client of a development client.
+    pub async fn history(&self, alias: &str) -> QualificationHistoryClient<Channel> {
+        QualificationHistoryClient::new(self.channel(alias).await)
+    }
+
+    /// Stops the server gracefully and returns its data directory for inspection.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        // The directory outlives the server only through the returned handle.
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data_dir, dir)
+    }
+
+    /// GET /metrics over plain HTTP/1.1.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An insured ID in parts.
+pub fn insured(insurer: &str, symbol: &str, number: &str, branch: &str) -> pb::InsuredId {
+    pb::InsuredId {
+        form: Some(pb::insured_id::Form::Parts(pb::InsuredIdParts {
+            insurer_number: insurer.into(),
+            symbol: symbol.into(),
+            number: number.into(),
+            branch: branch.into(),
+        })),
+    }
+}
+
+/// An insured ID in the one-string form.
+pub fn member(member_id: &str) -> pb::InsuredId {
+    pb::InsuredId {
+        form: Some(pb::insured_id::Form::MemberId(member_id.into())),
+    }
+}
+
+/// A qualification record.
+pub fn record(
+    person: &str,
+    insured_id: pb::InsuredId,
+    start: &str,
+    end: &str,
+    birth_date: &str,
+    sex: pb::Sex,
+) -> pb::QualificationRecord {
+    pb::QualificationRecord {
+        provider_person_ref: person.into(),
+        insured_id: Some(insured_id),
+        qualification_start: start.into(),
+        qualification_end: end.into(),
+        birth_date: birth_date.into(),
+        sex: sex.into(),
+        reason_of_loss: pb::ReasonOfLoss::Unspecified.into(),
+    }
+}
+
+/// Imports records in one message and returns the summary.
+pub async fn import(
+    client: &mut QualificationHistoryClient<Channel>,
+    records: Vec<pb::QualificationRecord>,
+) -> pb::ImportQualificationsResponse {
+    let messages = vec![pb::ImportQualificationsRequest { records }];
+    client
+        .import_qualifications(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// An insured ID (with optional demographics) as of a date.
+pub fn at(insured_id: pb::InsuredId, as_of: &str) -> pb::InsuredIdAtDate {
+    pb::InsuredIdAtDate {
+        patient: Some(pb::InsuredPatient {
+            insured_id: Some(insured_id),
+            birth_date: String::new(),
+            sex: 0,
+        }),
+        as_of: as_of.into(),
+    }
+}
+
+/// The same with birth date and sex.
+pub fn at_with(
+    insured_id: pb::InsuredId,
+    as_of: &str,
+    birth_date: &str,
+    sex: pb::Sex,
+) -> pb::InsuredIdAtDate {
+    pb::InsuredIdAtDate {
+        patient: Some(pb::InsuredPatient {
+            insured_id: Some(insured_id),
+            birth_date: birth_date.into(),
+            sex: sex.into(),
+        }),
+        as_of: as_of.into(),
+    }
+}
+
+/// AreSamePerson's answer, or the status.
+pub async fn same(
+    client: &mut QualificationHistoryClient<Channel>,
+    first: pb::InsuredIdAtDate,
+    second: pb::InsuredIdAtDate,
+) -> Result<pb::SamePersonAnswer, tonic::Status> {
+    let request = pb::AreSamePersonRequest {
+        first: Some(first),
+        second: Some(second),
+        purpose: pb::Purpose::IdentityManagement.into(),
+    };
+    client
+        .are_same_person(request)
+        .await
+        .map(|r| r.into_inner().answer())
+}
+
+/// The field violations of an INVALID_ARGUMENT status, as (field, description).
+pub fn violations(status: &tonic::Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path)
+            } else {
+                files.push(path)
+            }
+        }
+    }
+    files
+}
+
+/// Valid synthetic insurer numbers (check digits computed, numbers invented).
+pub mod numbers {
+    /// 協会けんぽ, Tokyo.
+    pub const KYOKAI: &str = "01139013";
+    /// 健保組合, Osaka.
+    pub const KENPO: &str = "06279012";
+    /// 市町村国保, 6 digits.
+    pub const KOKUHO: &str = "139014";
+}
