@@ -232,9 +232,14 @@ pub fn run(args: CtlArgs) -> ExitCode {
     match runtime.block_on(execute(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CtlError::Status(status)) => {
-            eprintln!("error: {:?}: {}", status.code(), status.message());
-            for violation in field_violations(&status) {
-                eprintln!("  {}: {}", violation.field, violation.description);
+            let violations = field_violations(&status);
+            if violations.is_empty() {
+                eprintln!("error: {:?}: {}", status.code(), status.message());
+            } else {
+                eprintln!("error: {:?}", status.code());
+                for violation in violations {
+                    eprintln!("  {}: {}", violation.field, violation.description);
+                }
             }
             ExitCode::from(1)
         }

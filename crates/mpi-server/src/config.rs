@@ -396,17 +396,39 @@ mod tests {
 
     #[test]
     fn the_example_configuration_parses_and_states_the_defaults() {
-        let example: FileConfig = toml::from_str(include_str!("../../../deploy/kouiki-mpi.toml")).unwrap();
+        let example: FileConfig =
+            toml::from_str(include_str!("../../../deploy/kouiki-mpi.toml")).unwrap();
         let defaults = Limits::default();
         let limits = &example.limits;
-        assert_eq!(limits.max_message_bytes, Some(defaults.max_message_bytes as u64));
-        assert_eq!(limits.max_batch_items, Some(defaults.max_batch_items as u64));
-        assert_eq!(limits.max_concurrent_streams, Some(u64::from(defaults.max_concurrent_streams)));
-        assert_eq!(limits.max_connections, Some(defaults.max_connections as u64));
-        assert_eq!(limits.request_timeout_secs, Some(defaults.request_timeout.as_secs()));
-        assert_eq!(limits.shutdown_grace_secs, Some(defaults.shutdown_grace.as_secs()));
+        assert_eq!(
+            limits.max_message_bytes,
+            Some(defaults.max_message_bytes as u64)
+        );
+        assert_eq!(
+            limits.max_batch_items,
+            Some(defaults.max_batch_items as u64)
+        );
+        assert_eq!(
+            limits.max_concurrent_streams,
+            Some(u64::from(defaults.max_concurrent_streams))
+        );
+        assert_eq!(
+            limits.max_connections,
+            Some(defaults.max_connections as u64)
+        );
+        assert_eq!(
+            limits.request_timeout_secs,
+            Some(defaults.request_timeout.as_secs())
+        );
+        assert_eq!(
+            limits.shutdown_grace_secs,
+            Some(defaults.shutdown_grace.as_secs())
+        );
         assert_eq!(example.listen.as_deref(), Some(DEFAULT_LISTEN));
-        assert_eq!(example.metrics_listen.as_deref(), Some(DEFAULT_METRICS_LISTEN));
+        assert_eq!(
+            example.metrics_listen.as_deref(),
+            Some(DEFAULT_METRICS_LISTEN)
+        );
         assert_eq!(example.production, Some(true));
     }
 
