@@ -51,6 +51,117 @@ pub enum UpsertOutcome {
     Unchanged,
 }
 
+/// Names one merge; random, shown to callers as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct MergeId(pub [u8; 16]);
+
+impl MergeId {
+    /// A fresh random merge ID.
+    pub fn random() -> Self {
+        Self(PersonKey::random().0)
+    }
+
+    /// 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        crate::keys::hex(&self.0)
+    }
+
+    /// Parses 32 hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+}
+
+/// Who did something, when, and why: kept with every merge and unmerge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    /// The principal, as `role:binding`.
+    pub by: String,
+    /// Microseconds since the Unix epoch.
+    pub at_micros: i64,
+    /// The stated reason.
+    pub reason: String,
+}
+
+/// A request to merge the person of `merged_ref` into the person of `surviving_ref`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeRequest {
+    /// The new merge's ID.
+    pub merge_id: MergeId,
+    /// The reference whose person absorbs the other.
+    pub surviving_ref: IdentifierKey,
+    /// The reference whose person is absorbed.
+    pub merged_ref: IdentifierKey,
+    /// Who, when, why.
+    pub attribution: Attribution,
+}
+
+/// A stored merge with everything needed to undo it exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeRecord {
+    /// Its ID.
+    pub merge_id: MergeId,
+    /// Order of merges: later merges have larger numbers.
+    pub sequence: u64,
+    /// The surviving reference.
+    pub surviving_ref: IdentifierKey,
+    /// The merged reference.
+    pub merged_ref: IdentifierKey,
+    /// The surviving person.
+    pub surviving_person: PersonKey,
+    /// The absorbed person, restored by an unmerge.
+    pub merged_person: PersonKey,
+    /// Every reference moved from the absorbed person to the surviving one.
+    pub moved_refs: Vec<IdentifierKey>,
+    /// Who merged, when, why.
+    pub merged: Attribution,
+    /// Who unmerged, when, why; `None` while the merge stands.
+    pub unmerged: Option<Attribution>,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// Merged; `moved` references changed person.
+    Merged {
+        /// How many references moved.
+        moved: usize,
+    },
+    /// The surviving reference is unknown.
+    UnknownSurviving,
+    /// The merged reference is unknown.
+    UnknownMerged,
+    /// Both references already belong to one person; nothing changed.
+    AlreadySame,
+}
+
+/// What an unmerge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnmergeOutcome {
+    /// Restored; `restored` references went back to the absorbed person.
+    Unmerged {
+        /// How many references moved back.
+        restored: usize,
+    },
+    /// No merge has that ID.
+    UnknownMerge,
+    /// The merge was already undone.
+    AlreadyUnmerged,
+    /// A later merge that still stands involves one of the two persons; it must be undone
+    /// first, or the clusters before this merge could not be restored exactly.
+    Superseded {
+        /// The later merge.
+        by: MergeId,
+    },
+}
+
 /// Persistence for the MPI. One conformance suite (`mpi-store-conformance`) runs against every
 /// implementation.
 pub trait Store: Send + Sync + 'static {
@@ -71,6 +182,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// For each provider reference key, the person it belongs to, if known.
     fn persons_of(&self, person_ref_keys: &[IdentifierKey]) -> StoreResult<Vec<Option<PersonKey>>>;
+
+    /// Moves every reference of the merged reference's person to the surviving reference's
+    /// person and records the merge, in one transaction.
+    fn merge_persons(&self, request: &MergeRequest) -> StoreResult<MergeOutcome>;
+
+    /// Undoes a merge in one transaction: the moved references return to the absorbed person,
+    /// and the record keeps who undid it, when and why. Refused with `Superseded` while a
+    /// later standing merge involves either person.
+    fn unmerge_persons(
+        &self,
+        merge_id: MergeId,
+        attribution: &Attribution,
+    ) -> StoreResult<UnmergeOutcome>;
+
+    /// The merge with this ID, if any.
+    fn merge(&self, merge_id: MergeId) -> StoreResult<Option<MergeRecord>>;
+}
+
+/// Finds a standing merge later than `record` that involves one of its persons.
+pub fn superseding_merge<'a>(
+    record: &MergeRecord,
+    merges: impl IntoIterator<Item = &'a MergeRecord>,
+) -> Option<MergeId> {
+    let persons = [record.surviving_person, record.merged_person];
+    merges
+        .into_iter()
+        .filter(|other| other.sequence > record.sequence && other.unmerged.is_none())
+        .find(|other| {
+            persons.contains(&other.surviving_person) || persons.contains(&other.merged_person)
+        })
+        .map(|other| other.merge_id)
 }
 
 /// The byte encoding of stored records, shared by the engines that store bytes.
@@ -168,6 +310,117 @@ pub mod codec {
         })
     }
 
+    fn put_text(out: &mut Vec<u8>, text: &str) {
+        // Reasons and principals are validated to far less than 64 KiB.
+        let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+
+    fn put_attribution(out: &mut Vec<u8>, attribution: &Attribution) {
+        out.extend_from_slice(&attribution.at_micros.to_be_bytes());
+        put_text(out, &attribution.by);
+        put_text(out, &attribution.reason);
+    }
+
+    /// Encodes a merge record (its ID is the key).
+    pub fn merge_value(record: &MergeRecord) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160 + record.moved_refs.len() * 32);
+        out.push(VERSION);
+        out.extend_from_slice(&record.sequence.to_be_bytes());
+        out.extend_from_slice(&record.surviving_ref.0);
+        out.extend_from_slice(&record.merged_ref.0);
+        out.extend_from_slice(&record.surviving_person.0);
+        out.extend_from_slice(&record.merged_person.0);
+        out.extend_from_slice(&(record.moved_refs.len() as u32).to_be_bytes());
+        for moved in &record.moved_refs {
+            out.extend_from_slice(&moved.0);
+        }
+        put_attribution(&mut out, &record.merged);
+        match &record.unmerged {
+            None => out.push(0),
+            Some(attribution) => {
+                out.push(1);
+                put_attribution(&mut out, attribution);
+            }
+        }
+        out
+    }
+
+    /// Reads a byte buffer front to back, failing on truncation.
+    struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, count: usize) -> StoreResult<&'a [u8]> {
+            if self.0.len() < count {
+                return Err(StoreError::Corrupt("merge record truncated".into()));
+            }
+            let (head, tail) = self.0.split_at(count);
+            self.0 = tail;
+            Ok(head)
+        }
+        fn array<const N: usize>(&mut self) -> StoreResult<[u8; N]> {
+            let mut out = [0u8; N];
+            out.copy_from_slice(self.take(N)?);
+            Ok(out)
+        }
+        fn text(&mut self) -> StoreResult<String> {
+            let length = u16::from_be_bytes(self.array()?) as usize;
+            String::from_utf8(self.take(length)?.to_vec())
+                .map_err(|_| StoreError::Corrupt("merge record text".into()))
+        }
+        fn attribution(&mut self) -> StoreResult<Attribution> {
+            let at_micros = i64::from_be_bytes(self.array()?);
+            Ok(Attribution {
+                at_micros,
+                by: self.text()?,
+                reason: self.text()?,
+            })
+        }
+    }
+
+    /// Decodes a merge record stored under `merge_id`.
+    pub fn decode_merge(merge_id: MergeId, value: &[u8]) -> StoreResult<MergeRecord> {
+        let mut reader = Reader(value);
+        if reader.array::<1>()? != [VERSION] {
+            return Err(StoreError::Corrupt("merge record version".into()));
+        }
+        let sequence = u64::from_be_bytes(reader.array()?);
+        let surviving_ref = IdentifierKey(reader.array()?);
+        let merged_ref = IdentifierKey(reader.array()?);
+        let surviving_person = PersonKey(reader.array()?);
+        let merged_person = PersonKey(reader.array()?);
+        let count = u32::from_be_bytes(reader.array()?) as usize;
+        if count > reader.0.len() / 32 {
+            return Err(StoreError::Corrupt("merge record reference count".into()));
+        }
+        let moved_refs = (0..count)
+            .map(|_| reader.array().map(IdentifierKey))
+            .collect::<StoreResult<_>>()?;
+        let merged = reader.attribution()?;
+        let unmerged = match reader.array::<1>()? {
+            [0] => None,
+            [1] => Some(reader.attribution()?),
+            _ => return Err(StoreError::Corrupt("merge record state".into())),
+        };
+        if !reader.0.is_empty() {
+            return Err(StoreError::Corrupt(
+                "merge record has trailing bytes".into(),
+            ));
+        }
+        Ok(MergeRecord {
+            merge_id,
+            sequence,
+            surviving_ref,
+            merged_ref,
+            surviving_person,
+            merged_person,
+            moved_refs,
+            merged,
+            unmerged,
+        })
+    }
+
     /// Decodes a stored person key.
     pub fn decode_person(value: &[u8]) -> StoreResult<PersonKey> {
         value
@@ -205,7 +458,53 @@ pub mod codec {
             fn decoding_garbage_never_panics(key in proptest::collection::vec(any::<u8>(), 0..80), value in proptest::collection::vec(any::<u8>(), 0..30)) {
                 let _ = decode_qualification(&key, &value);
                 let _ = decode_person(&value);
+                let _ = decode_merge(MergeId([0; 16]), &value);
+                let _ = decode_merge(MergeId([0; 16]), &key);
             }
+        }
+
+        #[test]
+        fn merge_records_round_trip() {
+            let attribution = |by: &str| Attribution {
+                by: by.into(),
+                at_micros: 1_700_000_000_000_000,
+                reason: "重複登録".into(),
+            };
+            let record = MergeRecord {
+                merge_id: MergeId([1; 16]),
+                sequence: 7,
+                surviving_ref: IdentifierKey([2; 32]),
+                merged_ref: IdentifierKey([3; 32]),
+                surviving_person: PersonKey([4; 16]),
+                merged_person: PersonKey([5; 16]),
+                moved_refs: vec![IdentifierKey([3; 32]), IdentifierKey([6; 32])],
+                merged: attribution("history-provider:hp"),
+                unmerged: Some(attribution("operator:ops")),
+            };
+            assert_eq!(
+                decode_merge(record.merge_id, &merge_value(&record)).unwrap(),
+                record
+            );
+            let standing = MergeRecord {
+                unmerged: None,
+                ..record.clone()
+            };
+            assert_eq!(
+                decode_merge(record.merge_id, &merge_value(&standing)).unwrap(),
+                standing
+            );
+            let bytes = merge_value(&record);
+            for cut in 0..bytes.len() {
+                assert!(
+                    decode_merge(record.merge_id, &bytes[..cut]).is_err(),
+                    "truncated at {cut}"
+                );
+            }
+            assert_eq!(
+                MergeId::parse(&record.merge_id.to_hex()),
+                Some(record.merge_id)
+            );
+            assert_eq!(MergeId::parse("xyz"), None);
         }
 
         #[test]

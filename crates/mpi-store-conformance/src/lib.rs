@@ -3,9 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::NaiveDate;
+use mpi_core::keys::PersonKey;
 use mpi_core::keys::{DemographicTag, IdentifierKey};
 use mpi_core::qualification::ReasonOfLoss;
-use mpi_core::store::{QualificationEntry, Store, UpsertOutcome};
+use mpi_core::store::{
+    Attribution, MergeId, MergeOutcome, MergeRequest, QualificationEntry, Store, UnmergeOutcome,
+    UpsertOutcome,
+};
 
 /// Generates one `#[test]` per conformance case. `$make` is an expression returning
 /// `(store, guard)`, where the guard keeps whatever the store needs alive (a temporary
@@ -19,7 +23,10 @@ macro_rules! store_conformance {
             lookup_by_insured_key_is_exact_and_batched,
             person_keys_follow_provider_references,
             empty_batches_are_fine,
-            large_batches_commit_whole
+            large_batches_commit_whole,
+            merge_moves_the_whole_cluster_and_unmerge_restores_it,
+            unmerges_go_in_reverse_order_of_overlapping_merges,
+            merge_and_unmerge_refusals
         );
     };
     (@cases $make:expr; $($case:ident),*) => {$(
@@ -153,4 +160,140 @@ pub fn large_batches_commit_whole(store: &dyn Store) {
     let keys: Vec<_> = entries.iter().map(|e| e.insured_key).collect();
     let found = store.qualifications_by_insured(&keys).unwrap();
     assert!(found.iter().all(|entries| entries.len() == 1));
+}
+
+fn attribution(reason: &str) -> Attribution {
+    Attribution {
+        by: "operator:test".into(),
+        at_micros: 1_750_000_000_000_000,
+        reason: reason.into(),
+    }
+}
+
+fn merge(store: &dyn Store, surviving: u8, merged: u8) -> (MergeId, MergeOutcome) {
+    let request = MergeRequest {
+        merge_id: MergeId::random(),
+        surviving_ref: key(surviving),
+        merged_ref: key(merged),
+        attribution: attribution("same person"),
+    };
+    (request.merge_id, store.merge_persons(&request).unwrap())
+}
+
+fn persons(store: &dyn Store, refs: &[u8]) -> Vec<PersonKey> {
+    let keys: Vec<_> = refs.iter().map(|r| key(*r)).collect();
+    store
+        .persons_of(&keys)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+}
+
+/// Registers one provider reference per byte, each its own person.
+fn references(store: &dyn Store, refs: &[u8]) {
+    let entries: Vec<_> = refs
+        .iter()
+        .map(|r| entry(*r, *r, day(2015, 4, 1)))
+        .collect();
+    store.upsert_qualifications(&entries).unwrap();
+}
+
+/// A merge moves every reference of the absorbed person; unmerging restores the clusters
+/// exactly, and the record keeps who, when and why.
+pub fn merge_moves_the_whole_cluster_and_unmerge_restores_it(store: &dyn Store) {
+    references(store, &[101, 102, 103, 104]);
+    let before = persons(store, &[101, 102, 103, 104]);
+    let (first, outcome) = merge(store, 102, 103);
+    assert_eq!(outcome, MergeOutcome::Merged { moved: 1 });
+    let (second, outcome) = merge(store, 101, 103);
+    assert_eq!(
+        outcome,
+        MergeOutcome::Merged { moved: 2 },
+        "the whole cluster of 103 moves"
+    );
+    let merged = persons(store, &[101, 102, 103, 104]);
+    assert_eq!(merged[..3], [before[0]; 3]);
+    assert_eq!(merged[3], before[3], "bystanders are untouched");
+    // New records of a merged reference follow its person.
+    store
+        .upsert_qualifications(&[entry(105, 103, day(2022, 1, 1))])
+        .unwrap();
+    assert_eq!(persons(store, &[103]), vec![before[0]]);
+
+    let undone = attribution("wrong merge");
+    assert_eq!(
+        store.unmerge_persons(second, &undone).unwrap(),
+        UnmergeOutcome::Unmerged { restored: 2 }
+    );
+    let after_second = persons(store, &[101, 102, 103]);
+    assert_eq!(after_second, vec![before[0], before[1], before[1]]);
+    assert_eq!(
+        store.unmerge_persons(first, &undone).unwrap(),
+        UnmergeOutcome::Unmerged { restored: 1 }
+    );
+    assert_eq!(persons(store, &[101, 102, 103, 104]), before);
+
+    let record = store.merge(first).unwrap().unwrap();
+    assert_eq!(record.merged.reason, "same person");
+    assert_eq!(record.unmerged, Some(undone));
+    assert_eq!(
+        (record.surviving_ref, record.merged_ref),
+        (key(102), key(103))
+    );
+    assert!(store.merge(MergeId([9; 16])).unwrap().is_none());
+}
+
+/// A merge cannot be undone while a later standing merge involves its persons.
+pub fn unmerges_go_in_reverse_order_of_overlapping_merges(store: &dyn Store) {
+    references(store, &[111, 112, 113, 114]);
+    let before = persons(store, &[111, 112, 113, 114]);
+    let (first, _) = merge(store, 111, 112);
+    let (unrelated, _) = merge(store, 113, 114);
+    let (second, _) = merge(store, 111, 113);
+    let undo = attribution("undo");
+    assert_eq!(
+        store.unmerge_persons(first, &undo).unwrap(),
+        UnmergeOutcome::Superseded { by: second }
+    );
+    assert_eq!(
+        persons(store, &[111, 112, 113, 114]),
+        vec![before[0]; 4],
+        "a refused unmerge changes nothing"
+    );
+    assert_eq!(
+        store.unmerge_persons(second, &undo).unwrap(),
+        UnmergeOutcome::Unmerged { restored: 2 }
+    );
+    assert_eq!(
+        store.unmerge_persons(first, &undo).unwrap(),
+        UnmergeOutcome::Unmerged { restored: 1 }
+    );
+    assert_eq!(
+        store.unmerge_persons(unrelated, &undo).unwrap(),
+        UnmergeOutcome::Unmerged { restored: 1 }
+    );
+    assert_eq!(persons(store, &[111, 112, 113, 114]), before);
+}
+
+/// Unknown references and merges, repeated merges and unmerges are refused without change.
+pub fn merge_and_unmerge_refusals(store: &dyn Store) {
+    references(store, &[121, 122]);
+    assert_eq!(merge(store, 199, 121).1, MergeOutcome::UnknownSurviving);
+    assert_eq!(merge(store, 121, 199).1, MergeOutcome::UnknownMerged);
+    let (merged, _) = merge(store, 121, 122);
+    assert_eq!(merge(store, 122, 121).1, MergeOutcome::AlreadySame);
+    let undo = attribution("undo");
+    assert_eq!(
+        store.unmerge_persons(MergeId([7; 16]), &undo).unwrap(),
+        UnmergeOutcome::UnknownMerge
+    );
+    assert_eq!(
+        store.unmerge_persons(merged, &undo).unwrap(),
+        UnmergeOutcome::Unmerged { restored: 1 }
+    );
+    assert_eq!(
+        store.unmerge_persons(merged, &undo).unwrap(),
+        UnmergeOutcome::AlreadyUnmerged
+    );
 }

@@ -1,11 +1,14 @@
 //! An in-memory `Store`: the same behaviour as the durable stores (the conformance suite says
 //! so), nothing persisted. For unit tests and tools.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{PoisonError, RwLock};
 
 use mpi_core::keys::{IdentifierKey, PersonKey};
-use mpi_core::store::{QualificationEntry, Store, StoreResult, UpsertOutcome};
+use mpi_core::store::{
+    Attribution, MergeId, MergeOutcome, MergeRecord, MergeRequest, QualificationEntry, Store,
+    StoreResult, UnmergeOutcome, UpsertOutcome, superseding_merge,
+};
 
 /// (insured key, person reference key, start day as the codec encodes it): the start day is
 /// kept encoded so that ordering matches the byte-keyed engines.
@@ -15,6 +18,27 @@ type QualificationKey = (IdentifierKey, IdentifierKey, [u8; 4]);
 struct Tables {
     qualifications: BTreeMap<QualificationKey, QualificationEntry>,
     persons: HashMap<IdentifierKey, PersonKey>,
+    /// (person, reference) for every reference: the members of each person's cluster.
+    members: BTreeSet<(PersonKey, IdentifierKey)>,
+    merges: BTreeMap<MergeId, MergeRecord>,
+    merge_sequence: u64,
+}
+
+impl Tables {
+    fn members_of(&self, person: PersonKey) -> Vec<IdentifierKey> {
+        self.members
+            .range((person, IdentifierKey([0; 32]))..=(person, IdentifierKey([0xff; 32])))
+            .map(|(_, reference)| *reference)
+            .collect()
+    }
+
+    fn move_refs(&mut self, refs: &[IdentifierKey], from: PersonKey, to: PersonKey) {
+        for reference in refs {
+            self.persons.insert(*reference, to);
+            self.members.remove(&(from, *reference));
+            self.members.insert((to, *reference));
+        }
+    }
 }
 
 /// The in-memory store. One lock makes every call one transaction.
@@ -56,10 +80,11 @@ impl Store for MemoryStore {
                 Some(previous) if previous == *entry => UpsertOutcome::Unchanged,
                 Some(_) => UpsertOutcome::Updated,
             };
-            tables
-                .persons
-                .entry(entry.person_ref_key)
-                .or_insert_with(PersonKey::random);
+            if !tables.persons.contains_key(&entry.person_ref_key) {
+                let person = PersonKey::random();
+                tables.persons.insert(entry.person_ref_key, person);
+                tables.members.insert((person, entry.person_ref_key));
+            }
             outcomes.push(outcome);
         }
         Ok(outcomes)
@@ -90,6 +115,72 @@ impl Store for MemoryStore {
             .iter()
             .map(|key| tables.persons.get(key).copied())
             .collect())
+    }
+
+    fn merge_persons(&self, request: &MergeRequest) -> StoreResult<MergeOutcome> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(&surviving_person) = tables.persons.get(&request.surviving_ref) else {
+            return Ok(MergeOutcome::UnknownSurviving);
+        };
+        let Some(&merged_person) = tables.persons.get(&request.merged_ref) else {
+            return Ok(MergeOutcome::UnknownMerged);
+        };
+        if surviving_person == merged_person {
+            return Ok(MergeOutcome::AlreadySame);
+        }
+        let moved_refs = tables.members_of(merged_person);
+        tables.move_refs(&moved_refs, merged_person, surviving_person);
+        tables.merge_sequence += 1;
+        let moved = moved_refs.len();
+        let record = MergeRecord {
+            merge_id: request.merge_id,
+            sequence: tables.merge_sequence,
+            surviving_ref: request.surviving_ref,
+            merged_ref: request.merged_ref,
+            surviving_person,
+            merged_person,
+            moved_refs,
+            merged: request.attribution.clone(),
+            unmerged: None,
+        };
+        tables.merges.insert(request.merge_id, record);
+        Ok(MergeOutcome::Merged { moved })
+    }
+
+    fn unmerge_persons(
+        &self,
+        merge_id: MergeId,
+        attribution: &Attribution,
+    ) -> StoreResult<UnmergeOutcome> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(record) = tables.merges.get(&merge_id).cloned() else {
+            return Ok(UnmergeOutcome::UnknownMerge);
+        };
+        if record.unmerged.is_some() {
+            return Ok(UnmergeOutcome::AlreadyUnmerged);
+        }
+        if let Some(by) = superseding_merge(&record, tables.merges.values()) {
+            return Ok(UnmergeOutcome::Superseded { by });
+        }
+        tables.move_refs(
+            &record.moved_refs,
+            record.surviving_person,
+            record.merged_person,
+        );
+        let restored = record.moved_refs.len();
+        tables.merges.insert(
+            merge_id,
+            MergeRecord {
+                unmerged: Some(attribution.clone()),
+                ..record
+            },
+        );
+        Ok(UnmergeOutcome::Unmerged { restored })
+    }
+
+    fn merge(&self, merge_id: MergeId) -> StoreResult<Option<MergeRecord>> {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(tables.merges.get(&merge_id).cloned())
     }
 }
 

@@ -4,7 +4,9 @@
 //! - `qualifications`: (insured key, person reference key, start day) → (end, demographic tag,
 //!   reason of loss);
 //! - `persons`: person reference key → person key;
-//! - `meta`: schema version.
+//! - `members`: person key · person reference key → (): each person's cluster of references;
+//! - `merges`: merge ID → merge record (what moved, who, when, why, and any unmerge);
+//! - `meta`: schema version and the merge sequence.
 //!
 //! Identifiers are keyed hashes before they get here; nothing in the file is an identifier in
 //! plaintext.
@@ -13,12 +15,57 @@ use std::path::Path;
 
 use mpi_core::keys::{IdentifierKey, PersonKey};
 use mpi_core::store::codec::{self, QUALIFICATION_KEY_LEN};
-use mpi_core::store::{QualificationEntry, Store, StoreError, StoreResult, UpsertOutcome};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use mpi_core::store::{
+    Attribution, MergeId, MergeOutcome, MergeRecord, MergeRequest, QualificationEntry, Store,
+    StoreError, StoreResult, UnmergeOutcome, UpsertOutcome, superseding_merge,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 
 const QUALIFICATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("qualifications");
 const PERSONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("persons");
+const MEMBERS: TableDefinition<&[u8], ()> = TableDefinition::new("members");
+const MERGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("merges");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+fn member_key(person: PersonKey, reference: IdentifierKey) -> [u8; 48] {
+    let mut key = [0u8; 48];
+    key[..16].copy_from_slice(&person.0);
+    key[16..].copy_from_slice(&reference.0);
+    key
+}
+
+fn person_of(
+    persons: &Table<&[u8], &[u8]>,
+    reference: IdentifierKey,
+) -> StoreResult<Option<PersonKey>> {
+    persons
+        .get(reference.0.as_slice())
+        .map_err(engine)?
+        .map(|value| codec::decode_person(value.value()))
+        .transpose()
+}
+
+/// Moves references from one person to another, keeping `members` in step.
+fn move_refs(
+    persons: &mut Table<&[u8], &[u8]>,
+    members: &mut Table<&[u8], ()>,
+    refs: &[IdentifierKey],
+    from: PersonKey,
+    to: PersonKey,
+) -> StoreResult<()> {
+    for reference in refs {
+        persons
+            .insert(reference.0.as_slice(), to.0.as_slice())
+            .map_err(engine)?;
+        members
+            .remove(member_key(from, *reference).as_slice())
+            .map_err(engine)?;
+        members
+            .insert(member_key(to, *reference).as_slice(), ())
+            .map_err(engine)?;
+    }
+    Ok(())
+}
 
 /// The on-disk layout version this code reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -41,6 +88,8 @@ impl RedbStore {
         {
             txn.open_table(QUALIFICATIONS).map_err(engine)?;
             txn.open_table(PERSONS).map_err(engine)?;
+            txn.open_table(MEMBERS).map_err(engine)?;
+            txn.open_table(MERGES).map_err(engine)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
             let version = meta
                 .get("schema_version")
@@ -74,6 +123,7 @@ impl Store for RedbStore {
         {
             let mut qualifications = txn.open_table(QUALIFICATIONS).map_err(engine)?;
             let mut persons = txn.open_table(PERSONS).map_err(engine)?;
+            let mut members = txn.open_table(MEMBERS).map_err(engine)?;
             for entry in entries {
                 let key = codec::qualification_key(entry);
                 let value = codec::qualification_value(entry);
@@ -87,8 +137,12 @@ impl Store for RedbStore {
                 });
                 let reference = entry.person_ref_key.0;
                 if persons.get(reference.as_slice()).map_err(engine)?.is_none() {
+                    let person = PersonKey::random();
                     persons
-                        .insert(reference.as_slice(), PersonKey::random().0.as_slice())
+                        .insert(reference.as_slice(), person.0.as_slice())
+                        .map_err(engine)?;
+                    members
+                        .insert(member_key(person, entry.person_ref_key).as_slice(), ())
                         .map_err(engine)?;
                 }
             }
@@ -136,6 +190,142 @@ impl Store for RedbStore {
                     .transpose()
             })
             .collect()
+    }
+
+    fn merge_persons(&self, request: &MergeRequest) -> StoreResult<MergeOutcome> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let outcome = {
+            let mut persons = txn.open_table(PERSONS).map_err(engine)?;
+            let mut members = txn.open_table(MEMBERS).map_err(engine)?;
+            let Some(surviving_person) = person_of(&persons, request.surviving_ref)? else {
+                return Ok(MergeOutcome::UnknownSurviving);
+            };
+            let Some(merged_person) = person_of(&persons, request.merged_ref)? else {
+                return Ok(MergeOutcome::UnknownMerged);
+            };
+            if surviving_person == merged_person {
+                return Ok(MergeOutcome::AlreadySame);
+            }
+            let from = member_key(merged_person, IdentifierKey([0; 32]));
+            let to = member_key(merged_person, IdentifierKey([0xff; 32]));
+            let moved_refs = members
+                .range(from.as_slice()..=to.as_slice())
+                .map_err(engine)?
+                .map(|item| {
+                    let (key, _) = item.map_err(engine)?;
+                    let mut reference = [0u8; 32];
+                    reference.copy_from_slice(&key.value()[16..]);
+                    Ok(IdentifierKey(reference))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            move_refs(
+                &mut persons,
+                &mut members,
+                &moved_refs,
+                merged_person,
+                surviving_person,
+            )?;
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            let sequence = meta
+                .get("merge_sequence")
+                .map_err(engine)?
+                .map_or(0, |v| v.value())
+                + 1;
+            meta.insert("merge_sequence", sequence).map_err(engine)?;
+            let record = MergeRecord {
+                merge_id: request.merge_id,
+                sequence,
+                surviving_ref: request.surviving_ref,
+                merged_ref: request.merged_ref,
+                surviving_person,
+                merged_person,
+                moved_refs,
+                merged: request.attribution.clone(),
+                unmerged: None,
+            };
+            let mut merges = txn.open_table(MERGES).map_err(engine)?;
+            merges
+                .insert(
+                    request.merge_id.0.as_slice(),
+                    codec::merge_value(&record).as_slice(),
+                )
+                .map_err(engine)?;
+            MergeOutcome::Merged {
+                moved: record.moved_refs.len(),
+            }
+        };
+        txn.commit().map_err(engine)?;
+        Ok(outcome)
+    }
+
+    fn unmerge_persons(
+        &self,
+        merge_id: MergeId,
+        attribution: &Attribution,
+    ) -> StoreResult<UnmergeOutcome> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let outcome = {
+            let mut merges = txn.open_table(MERGES).map_err(engine)?;
+            let all = merges
+                .iter()
+                .map_err(engine)?
+                .map(|item| {
+                    let (key, value) = item.map_err(engine)?;
+                    let id = MergeId(
+                        key.value()
+                            .try_into()
+                            .map_err(|_| StoreError::Corrupt("merge ID length".into()))?,
+                    );
+                    codec::decode_merge(id, value.value())
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            let Some(record) = all
+                .iter()
+                .find(|record| record.merge_id == merge_id)
+                .cloned()
+            else {
+                return Ok(UnmergeOutcome::UnknownMerge);
+            };
+            if record.unmerged.is_some() {
+                return Ok(UnmergeOutcome::AlreadyUnmerged);
+            }
+            if let Some(by) = superseding_merge(&record, &all) {
+                return Ok(UnmergeOutcome::Superseded { by });
+            }
+            let mut persons = txn.open_table(PERSONS).map_err(engine)?;
+            let mut members = txn.open_table(MEMBERS).map_err(engine)?;
+            move_refs(
+                &mut persons,
+                &mut members,
+                &record.moved_refs,
+                record.surviving_person,
+                record.merged_person,
+            )?;
+            let restored = record.moved_refs.len();
+            let undone = MergeRecord {
+                unmerged: Some(attribution.clone()),
+                ..record
+            };
+            merges
+                .insert(
+                    merge_id.0.as_slice(),
+                    codec::merge_value(&undone).as_slice(),
+                )
+                .map_err(engine)?;
+            UnmergeOutcome::Unmerged { restored }
+        };
+        txn.commit().map_err(engine)?;
+        Ok(outcome)
+    }
+
+    fn merge(&self, merge_id: MergeId) -> StoreResult<Option<MergeRecord>> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let merges = txn.open_table(MERGES).map_err(engine)?;
+        merges
+            .get(merge_id.0.as_slice())
+            .map_err(engine)?
+            .map(|value| codec::decode_merge(merge_id, value.value()))
+            .transpose()
     }
 }
 
