@@ -140,10 +140,27 @@ enum CtlCommand {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
-    /// QualificationHistory.MergePersons (not yet available).
-    MergePersons(JsonRequest),
-    /// QualificationHistory.UnmergePersons (not yet available).
-    UnmergePersons(JsonRequest),
+    /// QualificationHistory.MergePersons: two provider references are one person.
+    MergePersons {
+        /// The reference whose person absorbs the other.
+        #[arg(long)]
+        surviving: String,
+        /// The reference whose person is absorbed.
+        #[arg(long)]
+        merged: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// QualificationHistory.UnmergePersons: undo a merge by its ID.
+    UnmergePersons {
+        /// The ID MergePersons returned.
+        #[arg(long)]
+        merge_id: String,
+        /// Why the merge was wrong (required).
+        #[arg(long)]
+        reason: String,
+    },
     /// QualificationHistory.AreSamePerson: do two insured IDs belong to one person?
     AreSamePerson {
         /// First insured ID in the one-string form "保険者番号8:記号:番号:枝番".
@@ -205,8 +222,8 @@ impl CtlCommand {
             Health | ListConsents(_) | AccessDisclosure(_) | VerifyAuditChain(_)
             | ExportAuditEvents(_) => DevClient::Operator,
             ImportQualifications { .. }
-            | MergePersons(_)
-            | UnmergePersons(_)
+            | MergePersons { .. }
+            | UnmergePersons { .. }
             | AreSamePerson { .. } => DevClient::HistoryProvider,
             RegisterLocations(_) | WithdrawLocations(_) | LinkRegionalId(_)
             | UnlinkRegionalId(_) => DevClient::NetworkA,
@@ -352,20 +369,25 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
             let response = import(&mut history, file, *batch).await?;
             print(json, &response)?;
         }
-        CtlCommand::MergePersons(request) => unary!(
-            history,
-            merge_persons,
-            pb::MergePersonsRequest,
-            request,
-            json
-        ),
-        CtlCommand::UnmergePersons(request) => unary!(
-            history,
-            unmerge_persons,
-            pb::UnmergePersonsRequest,
-            request,
-            json
-        ),
+        CtlCommand::MergePersons {
+            surviving,
+            merged,
+            reason,
+        } => {
+            let request = pb::MergePersonsRequest {
+                surviving_person_ref: surviving.clone(),
+                merged_person_ref: merged.clone(),
+                reason: reason.clone(),
+            };
+            print(json, &history.merge_persons(request).await?.into_inner())?;
+        }
+        CtlCommand::UnmergePersons { merge_id, reason } => {
+            let request = pb::UnmergePersonsRequest {
+                merge_id: merge_id.clone(),
+                reason: reason.clone(),
+            };
+            print(json, &history.unmerge_persons(request).await?.into_inner())?;
+        }
         CtlCommand::AreSamePerson {
             first,
             first_as_of,

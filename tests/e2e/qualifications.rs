@@ -425,3 +425,143 @@ async fn an_oversized_message_is_refused_and_the_server_keeps_serving() {
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
+
+#[tokio::test]
+async fn a_wrong_merge_undone_by_an_unmerge_restores_both_persons() {
+    let server = TestServer::start().await;
+    let mut provider = server.history("history-provider").await;
+    let taro = insured(KYOKAI, "9101", "7001", "00");
+    let jiro = insured(KENPO, "7702", "7002", "00");
+    import(
+        &mut provider,
+        vec![
+            record(
+                "synth-0101",
+                taro.clone(),
+                "2015-04-01",
+                "",
+                "1975-03-03",
+                Male,
+            ),
+            record(
+                "synth-0102",
+                jiro.clone(),
+                "2016-04-01",
+                "",
+                "1977-07-07",
+                Male,
+            ),
+        ],
+    )
+    .await;
+    let pair = || {
+        (
+            at(taro.clone(), "2022-01-01"),
+            at(jiro.clone(), "2022-01-01"),
+        )
+    };
+    let (a, b) = pair();
+    assert_eq!(same(&mut provider, a, b).await.unwrap(), Different);
+
+    let merge = provider
+        .merge_persons(pb::MergePersonsRequest {
+            surviving_person_ref: "synth-0101".into(),
+            merged_person_ref: "synth-0102".into(),
+            reason: "provider reported one person".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(merge.merge_id.len(), 32);
+    assert!(merge.merged_at.is_some());
+    let (a, b) = pair();
+    assert_eq!(same(&mut provider, a, b).await.unwrap(), Same);
+
+    // Merging again, or merging unknown references, is refused.
+    let again = provider
+        .merge_persons(pb::MergePersonsRequest {
+            surviving_person_ref: "synth-0102".into(),
+            merged_person_ref: "synth-0101".into(),
+            reason: "again".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let unknown = provider
+        .merge_persons(pb::MergePersonsRequest {
+            surviving_person_ref: "synth-0101".into(),
+            merged_person_ref: "synth-9999".into(),
+            reason: "typo".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(
+        unknown.message().contains("merged_person_ref"),
+        "{}",
+        unknown.message()
+    );
+
+    // The operator undoes it: each person again resolves alone.
+    let mut operator = server.history("operator").await;
+    let undone = operator
+        .unmerge_persons(pb::UnmergePersonsRequest {
+            merge_id: merge.merge_id.clone(),
+            reason: "different birth dates".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(undone.unmerged_at.is_some());
+    let (a, b) = pair();
+    assert_eq!(same(&mut provider, a, b).await.unwrap(), Different);
+    let twice = operator
+        .unmerge_persons(pb::UnmergePersonsRequest {
+            merge_id: merge.merge_id,
+            reason: "again".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn merge_requests_are_validated_and_role_checked() {
+    let server = TestServer::start().await;
+    let mut provider = server.history("history-provider").await;
+    let status = provider
+        .merge_persons(pb::MergePersonsRequest {
+            surviving_person_ref: "bad ref".into(),
+            merged_person_ref: String::new(),
+            reason: " ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<_> = violations(&status)
+        .into_iter()
+        .map(|(field, _)| field)
+        .collect();
+    assert_eq!(
+        fields,
+        ["surviving_person_ref", "merged_person_ref", "reason"]
+    );
+    let status = provider
+        .unmerge_persons(pb::UnmergePersonsRequest {
+            merge_id: "42".into(),
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&status)[0].0, "merge_id");
+    let mut network = server.history("network-a").await;
+    let status = network
+        .merge_persons(pb::MergePersonsRequest {
+            surviving_person_ref: "a".into(),
+            merged_person_ref: "b".into(),
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}

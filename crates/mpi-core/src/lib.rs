@@ -11,6 +11,7 @@ pub mod ids;
 pub mod keys;
 pub mod principal;
 pub mod qualification;
+pub mod reason;
 pub mod resolution;
 pub mod service;
 pub mod store;

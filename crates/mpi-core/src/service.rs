@@ -6,10 +6,21 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 
 use crate::error::{ServiceError, ServiceResult};
+use crate::ids::ProviderPersonRef;
 use crate::keys::Keyer;
+use crate::principal::Principal;
 use crate::qualification::{InsuredPatient, QualificationRecord};
+use crate::reason::Reason;
 use crate::resolution::{Resolution, resolve};
-use crate::store::{QualificationEntry, Store, UpsertOutcome};
+use crate::store::{
+    Attribution, MergeId, MergeOutcome, MergeRequest, QualificationEntry, Store, UnmergeOutcome,
+    UpsertOutcome,
+};
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
 
 /// Counts of one committed import batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +88,66 @@ impl Mpi {
             accepted: outcomes.len() as u64 - unchanged,
             unchanged,
         })
+    }
+
+    /// Declares the persons of two provider references to be one: the merged reference's whole
+    /// cluster joins the surviving one. Returns the merge's ID and time.
+    pub fn merge_persons(
+        &self,
+        principal: &Principal,
+        surviving: &ProviderPersonRef,
+        merged: &ProviderPersonRef,
+        reason: &Reason,
+    ) -> ServiceResult<(MergeId, i64)> {
+        let request = MergeRequest {
+            merge_id: MergeId::random(),
+            surviving_ref: self.keyer.provider_ref(surviving),
+            merged_ref: self.keyer.provider_ref(merged),
+            attribution: Attribution {
+                by: principal.to_string(),
+                at_micros: now_micros(),
+                reason: reason.as_str().to_owned(),
+            },
+        };
+        match self.store.merge_persons(&request)? {
+            MergeOutcome::Merged { .. } => Ok((request.merge_id, request.attribution.at_micros)),
+            MergeOutcome::UnknownSurviving => Err(ServiceError::NotFound(
+                "surviving_person_ref names no known person".into(),
+            )),
+            MergeOutcome::UnknownMerged => Err(ServiceError::NotFound(
+                "merged_person_ref names no known person".into(),
+            )),
+            MergeOutcome::AlreadySame => Err(ServiceError::FailedPrecondition(
+                "the two references already belong to one person".into(),
+            )),
+        }
+    }
+
+    /// Undoes a merge, restoring exactly the two clusters it joined. Returns the time.
+    pub fn unmerge_persons(
+        &self,
+        principal: &Principal,
+        merge_id: MergeId,
+        reason: &Reason,
+    ) -> ServiceResult<i64> {
+        let attribution = Attribution {
+            by: principal.to_string(),
+            at_micros: now_micros(),
+            reason: reason.as_str().to_owned(),
+        };
+        match self.store.unmerge_persons(merge_id, &attribution)? {
+            UnmergeOutcome::Unmerged { .. } => Ok(attribution.at_micros),
+            UnmergeOutcome::UnknownMerge => {
+                Err(ServiceError::NotFound("merge_id names no merge".into()))
+            }
+            UnmergeOutcome::AlreadyUnmerged => Err(ServiceError::FailedPrecondition(
+                "the merge was already undone".into(),
+            )),
+            UnmergeOutcome::Superseded { by } => Err(ServiceError::FailedPrecondition(format!(
+                "merge {} was made later and involves the same persons; unmerge it first",
+                by.to_hex()
+            ))),
+        }
     }
 
     /// Resolves one insured patient as of a date.

@@ -133,8 +133,7 @@ pub fn insured_patient(
 /// One record of the history feed; field paths are relative to the record.
 pub fn qualification_record(record: &pb::QualificationRecord) -> Checked<QualificationRecord> {
     all_ok! {
-        person_ref = ProviderPersonRef::parse(&record.provider_person_ref)
-            .map_err(|error| vec![FieldViolation::new("provider_person_ref", &error)]);
+        person_ref = provider_ref("provider_person_ref", &record.provider_person_ref);
         insured = insured_id("insured_id", record.insured_id.as_ref());
         start = date("qualification_start", &record.qualification_start);
         end = optional_date("qualification_end", &record.qualification_end);
@@ -178,6 +177,34 @@ fn reason_of_loss(value: i32) -> Checked<Option<ReasonOfLoss>> {
             "reason_of_loss",
             format!("unknown reason value {value}"),
         )]),
+    }
+}
+
+/// A required provider person reference at `field`.
+pub fn provider_ref(field: &str, value: &str) -> Checked<ProviderPersonRef> {
+    ProviderPersonRef::parse(value).map_err(|error| vec![FieldViolation::new(field, &error)])
+}
+
+/// A required reason at `field`.
+pub fn reason(field: &str, value: &str) -> Checked<mpi_core::reason::Reason> {
+    mpi_core::reason::Reason::parse(value).map_err(|error| vec![FieldViolation::new(field, &error)])
+}
+
+/// A merge ID at `field`.
+pub fn merge_id(field: &str, value: &str) -> Checked<mpi_core::store::MergeId> {
+    mpi_core::store::MergeId::parse(value).ok_or_else(|| {
+        vec![FieldViolation::new(
+            field,
+            "must be the 32 hex digits MergePersons returned",
+        )]
+    })
+}
+
+/// A timestamp from microseconds since the Unix epoch.
+pub fn timestamp(micros: i64) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
     }
 }
 

@@ -253,14 +253,73 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
         &self,
         request: Request<pb::MergePersonsRequest>,
     ) -> Result<Response<pb::MergePersonsResponse>, Status> {
-        self.0.not_yet(Operation::MergePersons, request).await
+        self.0
+            .unary(
+                Operation::MergePersons,
+                request,
+                |mpi, principal, message| {
+                    let surviving = convert::provider_ref(
+                        "surviving_person_ref",
+                        &message.surviving_person_ref,
+                    );
+                    let merged =
+                        convert::provider_ref("merged_person_ref", &message.merged_person_ref);
+                    let reason = convert::reason("reason", &message.reason);
+                    let (surviving, merged, reason) = match (surviving, merged, reason) {
+                        (Ok(surviving), Ok(merged), Ok(reason)) => (surviving, merged, reason),
+                        (surviving, merged, reason) => {
+                            let violations = surviving
+                                .err()
+                                .into_iter()
+                                .chain(merged.err())
+                                .chain(reason.err());
+                            return Err(invalid(violations.flatten().collect()));
+                        }
+                    };
+                    let (merge_id, at) =
+                        mpi.merge_persons(principal, &surviving, &merged, &reason)?;
+                    tracing::info!(merge_id = %merge_id.to_hex(), "persons merged");
+                    Ok(pb::MergePersonsResponse {
+                        merge_id: merge_id.to_hex(),
+                        merged_at: Some(convert::timestamp(at)),
+                    })
+                },
+            )
+            .await
     }
 
     async fn unmerge_persons(
         &self,
         request: Request<pb::UnmergePersonsRequest>,
     ) -> Result<Response<pb::UnmergePersonsResponse>, Status> {
-        self.0.not_yet(Operation::UnmergePersons, request).await
+        self.0
+            .unary(
+                Operation::UnmergePersons,
+                request,
+                |mpi, principal, message| {
+                    let merge_id = convert::merge_id("merge_id", &message.merge_id);
+                    let reason = convert::reason("reason", &message.reason);
+                    let (merge_id, reason) = match (merge_id, reason) {
+                        (Ok(merge_id), Ok(reason)) => (merge_id, reason),
+                        (merge_id, reason) => {
+                            return Err(invalid(
+                                merge_id
+                                    .err()
+                                    .into_iter()
+                                    .chain(reason.err())
+                                    .flatten()
+                                    .collect(),
+                            ));
+                        }
+                    };
+                    let at = mpi.unmerge_persons(principal, merge_id, &reason)?;
+                    tracing::info!(merge_id = %merge_id.to_hex(), "merge undone");
+                    Ok(pb::UnmergePersonsResponse {
+                        unmerged_at: Some(convert::timestamp(at)),
+                    })
+                },
+            )
+            .await
     }
 
     async fn are_same_person(
