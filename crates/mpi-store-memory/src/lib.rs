@@ -1,6 +1,7 @@
 //! An in-memory `Store`: the same behaviour as the durable stores (the conformance suite says
 //! so), nothing persisted. For unit tests and tools.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{PoisonError, RwLock};
 
@@ -69,7 +70,8 @@ impl Store for MemoryStore {
     ) -> StoreResult<Vec<UpsertOutcome>> {
         // Nothing in the loop can fail, so under the write lock a batch is applied whole:
         // readers see all of it or none of it.
-        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let tables = &mut *guard;
         let mut outcomes = Vec::with_capacity(entries.len());
         for entry in entries {
             let outcome = match tables
@@ -80,9 +82,8 @@ impl Store for MemoryStore {
                 Some(previous) if previous == *entry => UpsertOutcome::Unchanged,
                 Some(_) => UpsertOutcome::Updated,
             };
-            if !tables.persons.contains_key(&entry.person_ref_key) {
-                let person = PersonKey::random();
-                tables.persons.insert(entry.person_ref_key, person);
+            if let Entry::Vacant(slot) = tables.persons.entry(entry.person_ref_key) {
+                let person = *slot.insert(PersonKey::random());
                 tables.members.insert((person, entry.person_ref_key));
             }
             outcomes.push(outcome);
