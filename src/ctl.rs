@@ -3,7 +3,7 @@
 //! with flags for the common calls, or as proto3 JSON with `--request` for any call; responses
 //! are printed as an outline, or as JSON with `--json`.
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -131,14 +131,38 @@ fn sex(value: Option<SexArg>) -> i32 {
 enum CtlCommand {
     /// Health of the server and of each service.
     Health,
-    /// QualificationHistory.ImportQualifications: stream a JSON Lines file of QualificationRecord.
-    ImportQualifications {
-        /// JSON Lines, one QualificationRecord (proto3 JSON) per line.
-        #[arg(long)]
+    /// QualificationHistory.ImportQualifications: stream a history feed (JSON Lines or CSV).
+    #[command(alias = "import-qualifications")]
+    ImportHistory {
+        /// The feed: JSON Lines of QualificationRecord (proto3 JSON), or CSV with the header
+        /// provider_person_ref,insurer_number,symbol,number,branch,qualification_start,
+        /// qualification_end,birth_date,sex,reason_of_loss (dates YYYY-MM-DD or YYYYMMDD, sex
+        /// 1/2/3, reason 01/02/03/99).
         file: PathBuf,
-        /// Records per message.
+        /// The format; by default from the file name (.csv is CSV, anything else JSON Lines).
+        #[arg(long, value_enum)]
+        format: Option<crate::import::Format>,
+        /// Records per message (at most the server's limits.max_batch_items).
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write a synthetic population: a history feed and its ground truth (no server needed).
+    Synth {
+        /// Number of persons.
+        #[arg(long)]
+        persons: usize,
+        /// Seed; the same seed and --until give the same output.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Last day of the histories (YYYY-MM-DD) [default: today in Japan].
+        #[arg(long)]
+        until: Option<String>,
+        /// Output directory: history.jsonl (the feed) and truth.jsonl (the ground truth).
+        #[arg(long, default_value = "synth")]
+        out: PathBuf,
     },
     /// QualificationHistory.MergePersons: two provider references are one person.
     MergePersons {
@@ -221,7 +245,8 @@ impl CtlCommand {
         match self {
             Health | ListConsents(_) | AccessDisclosure(_) | VerifyAuditChain(_)
             | ExportAuditEvents(_) => DevClient::Operator,
-            ImportQualifications { .. }
+            ImportHistory { .. }
+            | Synth { .. }
             | MergePersons { .. }
             | UnmergePersons { .. }
             | AreSamePerson { .. } => DevClient::HistoryProvider,
@@ -275,7 +300,7 @@ fn field_violations(status: &tonic::Status) -> Vec<tonic_types::FieldViolation> 
         .unwrap_or_default()
 }
 
-enum CtlError {
+pub(crate) enum CtlError {
     Status(tonic::Status),
     Other(anyhow::Error),
 }
@@ -352,6 +377,15 @@ macro_rules! unary {
 }
 
 async fn execute(args: CtlArgs) -> Result<(), CtlError> {
+    if let CtlCommand::Synth {
+        persons,
+        seed,
+        until,
+        out,
+    } = &args.command
+    {
+        return synth(*persons, *seed, until.as_deref(), out, args.json).map_err(CtlError::Other);
+    }
     let identity = identity(&args)?;
     let channel: Channel = connect(&args.addr, &identity)
         .await
@@ -365,10 +399,42 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
     let mut audit = pb::audit_client::AuditClient::new(channel.clone());
     match &args.command {
         CtlCommand::Health => health(channel, json).await?,
-        CtlCommand::ImportQualifications { file, batch } => {
-            let response = import(&mut history, file, *batch).await?;
-            print(json, &response)?;
+        CtlCommand::ImportHistory {
+            file,
+            format,
+            batch,
+            quiet,
+        } => {
+            use std::io::IsTerminal;
+            let format = format.unwrap_or_else(|| crate::import::detect(file));
+            let progress = !quiet && !json && std::io::stderr().is_terminal();
+            let report =
+                crate::import::import_history(channel.clone(), file, format, *batch, progress)
+                    .await?;
+            if json {
+                print(true, &report)?;
+            } else {
+                println!(
+                    "{} records in {:.1} s ({:.0} records/s): {} accepted, {} unchanged, {} rejected",
+                    report.records,
+                    report.seconds,
+                    report.records_per_second,
+                    report.accepted,
+                    report.unchanged,
+                    report.rejected
+                );
+                for rejection in report.rejections.iter().take(50) {
+                    println!(
+                        "  line {}: {}: {}",
+                        rejection.line, rejection.field, rejection.reason
+                    );
+                }
+                if report.rejections.len() > 50 || report.rejections_truncated {
+                    println!("  … more rejections (use --json for the full list)");
+                }
+            }
         }
+        CtlCommand::Synth { .. } => {}
         CtlCommand::MergePersons {
             surviving,
             merged,
@@ -545,38 +611,46 @@ async fn health(channel: Channel, json: bool) -> Result<(), CtlError> {
     Ok(())
 }
 
-/// Streams a JSON Lines file of records; a line that is not a record stops before anything is
-/// sent for it, naming its line.
-async fn import(
-    client: &mut pb::qualification_history_client::QualificationHistoryClient<Channel>,
-    file: &Path,
-    batch: usize,
-) -> Result<pb::ImportQualificationsResponse, CtlError> {
-    let reader = std::io::BufReader::new(
-        std::fs::File::open(file)
-            .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?,
+fn synth(
+    persons: usize,
+    seed: u64,
+    until: Option<&str>,
+    out: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let until = match until {
+        Some(text) => {
+            mpi_core::dates::parse_date(text).map_err(|e| anyhow::anyhow!("--until {e}"))?
+        }
+        None => mpi_core::dates::today_in_japan(),
+    };
+    anyhow::ensure!(
+        until >= mpi_synth::HISTORY_START,
+        "--until must not be before {}",
+        mpi_synth::HISTORY_START
     );
-    let mut messages = Vec::new();
-    let mut records = Vec::with_capacity(batch);
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.map_err(anyhow::Error::from)?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: pb::QualificationRecord = serde_json::from_str(&line)
-            .map_err(|error| anyhow::anyhow!("{} line {}: {error}", file.display(), number + 1))?;
-        records.push(record);
-        if records.len() == batch.max(1) {
-            messages.push(pb::ImportQualificationsRequest {
-                records: std::mem::take(&mut records),
-            });
-        }
+    let population = mpi_synth::generate(&mpi_synth::Config {
+        persons,
+        seed,
+        until,
+    });
+    std::fs::create_dir_all(out)?;
+    let mut feed = std::io::BufWriter::new(std::fs::File::create(out.join("history.jsonl"))?);
+    population.write_feed(&mut feed)?;
+    std::io::Write::flush(&mut feed)?;
+    let mut truth = std::io::BufWriter::new(std::fs::File::create(out.join("truth.jsonl"))?);
+    population.write_truth(&mut truth)?;
+    std::io::Write::flush(&mut truth)?;
+    let summary = population.summary();
+    if json {
+        print(true, &summary)?;
+    } else {
+        println!(
+            "wrote {} and {}",
+            out.join("history.jsonl").display(),
+            out.join("truth.jsonl").display()
+        );
+        print(false, &summary)?;
     }
-    if !records.is_empty() {
-        messages.push(pb::ImportQualificationsRequest { records });
-    }
-    Ok(client
-        .import_qualifications(tokio_stream::iter(messages))
-        .await?
-        .into_inner())
+    Ok(())
 }

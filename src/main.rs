@@ -3,6 +3,7 @@
 //! in `mpi-server`, the domain in `mpi-core`.
 
 mod ctl;
+mod import;
 mod render;
 mod serve;
 
