@@ -7,6 +7,7 @@ mod support;
 mod foundation;
 mod interop;
 mod plaintext;
+mod population;
 mod qualifications;
 mod security;
 mod shutdown;

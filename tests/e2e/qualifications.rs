@@ -565,3 +565,68 @@ async fn merge_requests_are_validated_and_role_checked() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn an_idle_import_stream_is_closed_but_a_long_one_is_not() {
+    let server = TestServer::start_with(|config| {
+        config.limits.request_timeout = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let mut client = server.history("history-provider").await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let record = |i: u32| {
+        record(
+            &format!("synth-{i}"),
+            insured(KYOKAI, "1", &i.to_string(), "01"),
+            "2020-01-01",
+            "",
+            "1980-01-01",
+            Male,
+        )
+    };
+    // Busy for longer than the timeout in total, never idle that long: served to the end.
+    let feeder = tokio::spawn(async move {
+        for i in 0..6 {
+            sender
+                .send(pb::ImportQualificationsRequest {
+                    records: vec![record(i)],
+                })
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    });
+    let summary = client
+        .import_qualifications(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap();
+    feeder.await.unwrap();
+    assert_eq!(summary.into_inner().accepted, 6);
+    // A client that stops sending is cut after the timeout. (tonic's client surfaces an early
+    // answer only once its own stream ends, so the server's metrics show when it gave up.)
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    sender
+        .send(pb::ImportQualificationsRequest {
+            records: vec![record(10)],
+        })
+        .await
+        .unwrap();
+    let call = tokio::spawn(async move {
+        client
+            .import_qualifications(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    let gave_up =
+        r#"kouiki_mpi_grpc_requests_total{rpc="ImportQualifications",code="DEADLINE_EXCEEDED"} 1"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !server.metrics().await.contains(gave_up) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never closed the idle stream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(sender);
+    let status = call.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}

@@ -139,7 +139,7 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// Open connections; further ones wait in the listen backlog.
     pub max_connections: usize,
-    /// Deadline of a unary request.
+    /// Deadline of a unary request, and the longest wait for the next message of a stream.
     pub request_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,

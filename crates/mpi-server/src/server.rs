@@ -225,7 +225,6 @@ pub async fn serve(
         .tls_config(tls)?
         .max_concurrent_streams(limits.max_concurrent_streams)
         .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
-        .timeout(limits.request_timeout)
         .tcp_nodelay(true)
         .layer(tower::util::MapResponseLayer::new(
             crate::status::rewrite_limit_headers::<tonic::body::Body>,

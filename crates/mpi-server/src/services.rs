@@ -79,13 +79,21 @@ impl Ctx {
         F: FnOnce(&Mpi, &Principal, Req) -> ServiceResult<Resp> + Send + 'static,
     {
         let started = Instant::now();
-        let result = async {
+        let deadline = self.limits.request_timeout;
+        let call = async {
             let principal = self.admit(operation, &request)?;
             let mpi = self.mpi.clone();
             let message = request.into_inner();
             blocking(move || work(&mpi, &principal, message)).await
-        }
-        .await;
+        };
+        // A unary call has the whole request timeout; streams are bounded per message instead.
+        let result = match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {} s",
+                deadline.as_secs()
+            ))),
+        };
         self.finish(operation, started, &result);
         result.map(Response::new)
     }
@@ -177,11 +185,21 @@ impl QualificationHistoryAdapter {
         // One commit runs while the next batch is read and validated.
         let mut in_flight: Option<JoinHandle<ServiceResult<ImportCounts>>> = None;
         let max_batch = self.0.limits.max_batch_items;
-        while let Some(message) = stream
-            .message()
-            .await
-            .map_err(crate::status::limit_status)?
-        {
+        let idle = self.0.limits.request_timeout;
+        loop {
+            // However long the whole feed, each message must come within the request timeout,
+            // so an idle client cannot hold a stream (and its memory) forever.
+            let next = tokio::time::timeout(idle, stream.message())
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "no import message within {} s",
+                        idle.as_secs()
+                    ))
+                })?;
+            let Some(message) = next.map_err(crate::status::limit_status)? else {
+                break;
+            };
             if message.records.len() > max_batch {
                 return Err(Status::resource_exhausted(format!(
                     "records: at most {max_batch} records per message, found {}",
