@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::status::to_status;
 
 /// Records kept in memory before one import commit; bounds memory for streams of millions.
-const IMPORT_COMMIT_RECORDS: usize = 10_000;
+const IMPORT_COMMIT_RECORDS: usize = 50_000;
 /// Rejections listed in an import summary (all are counted).
 const IMPORT_REJECTIONS_LISTED: usize = 1000;
 

@@ -118,31 +118,45 @@ impl Store for RedbStore {
         &self,
         entries: &[QualificationEntry],
     ) -> StoreResult<Vec<UpsertOutcome>> {
+        // Keys are keyed hashes, so a batch lands all over the B-tree. Writing it in key order
+        // touches each page once per transaction, while it is hot; the stable sort keeps a
+        // later duplicate after the earlier one, so it is still reported `Unchanged`.
+        let keys: Vec<_> = entries.iter().map(codec::qualification_key).collect();
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+        let mut references: Vec<IdentifierKey> = entries.iter().map(|e| e.person_ref_key).collect();
+        references.sort_unstable();
+        references.dedup();
+
         let txn = self.db.begin_write().map_err(engine)?;
-        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut outcomes = vec![UpsertOutcome::Unchanged; entries.len()];
         {
             let mut qualifications = txn.open_table(QUALIFICATIONS).map_err(engine)?;
-            let mut persons = txn.open_table(PERSONS).map_err(engine)?;
-            let mut members = txn.open_table(MEMBERS).map_err(engine)?;
-            for entry in entries {
-                let key = codec::qualification_key(entry);
-                let value = codec::qualification_value(entry);
+            for index in order {
+                let value = codec::qualification_value(&entries[index]);
                 let previous = qualifications
-                    .insert(key.as_slice(), value.as_slice())
+                    .insert(keys[index].as_slice(), value.as_slice())
                     .map_err(engine)?;
-                outcomes.push(match previous {
+                outcomes[index] = match previous {
                     None => UpsertOutcome::Inserted,
                     Some(old) if old.value() == value.as_slice() => UpsertOutcome::Unchanged,
                     Some(_) => UpsertOutcome::Updated,
-                });
-                let reference = entry.person_ref_key.0;
-                if persons.get(reference.as_slice()).map_err(engine)?.is_none() {
+                };
+            }
+            let mut persons = txn.open_table(PERSONS).map_err(engine)?;
+            let mut members = txn.open_table(MEMBERS).map_err(engine)?;
+            for reference in references {
+                if persons
+                    .get(reference.0.as_slice())
+                    .map_err(engine)?
+                    .is_none()
+                {
                     let person = PersonKey::random();
                     persons
-                        .insert(reference.as_slice(), person.0.as_slice())
+                        .insert(reference.0.as_slice(), person.0.as_slice())
                         .map_err(engine)?;
                     members
-                        .insert(member_key(person, entry.person_ref_key).as_slice(), ())
+                        .insert(member_key(person, reference).as_slice(), ())
                         .map_err(engine)?;
                 }
             }
