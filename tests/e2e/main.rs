@@ -4,8 +4,10 @@
 
 mod support;
 
+mod cli;
 mod foundation;
 mod interop;
+mod linkage;
 mod plaintext;
 mod population;
 mod qualifications;

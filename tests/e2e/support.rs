@@ -95,6 +95,11 @@ impl TestServer {
         (server, dir)
     }
 
+    /// The data directory (its `pki/` is what `kouiki-mpi ctl --data-dir` reads).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.path().join("data")
+    }
+
     /// The identity of a development client (`operator`, `network-a`, …).
     pub fn identity(&self, alias: &str) -> ClientIdentity {
         ClientIdentity::from_dev_pki(self.pki.as_ref().expect("development PKI"), alias).unwrap()

@@ -97,6 +97,9 @@ pub struct Person {
     /// Day of death, if before the horizon.
     #[serde(serialize_with = "optional_date")]
     pub died: Option<NaiveDate>,
+    /// Day of a marriage that changed this person's family name, if by the horizon.
+    #[serde(serialize_with = "optional_date")]
+    pub married_on: Option<NaiveDate>,
     /// Every insured ID held, in order.
     pub holdings: Vec<Holding>,
 }
@@ -703,6 +706,7 @@ impl Builder {
                 household: draft.household,
                 twin_of: draft.twin_of.map(reference),
                 died: draft.died,
+                married_on: draft.married.map(|(day, _)| day),
                 holdings,
             });
         }
