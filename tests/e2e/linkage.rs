@@ -3,24 +3,11 @@
 //! links the person through the history, or says "ambiguous" where the history cannot tell.
 
 use chrono::NaiveDate;
-use mpi_core::qualification::Sex;
 use mpi_proto::v1 as pb;
 use mpi_synth::{Config, Holding, Person};
 use pb::SamePersonAnswer::*;
 
 use crate::support::*;
-
-fn iso(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
-}
-
-fn wire_sex(sex: Sex) -> pb::Sex {
-    match sex {
-        Sex::Male => pb::Sex::Male,
-        Sex::Female => pb::Sex::Female,
-        Sex::NotRecorded => pb::Sex::NotRecorded,
-    }
-}
 
 fn held(person: &Person, holding: &Holding, day: NaiveDate) -> pb::InsuredIdAtDate {
     at_with(
@@ -79,37 +66,7 @@ async fn the_history_links_what_hashes_cannot_and_never_guesses() {
     });
     let server = TestServer::start().await;
     let mut client = server.history("history-provider").await;
-    let records: Vec<_> = population
-        .persons
-        .iter()
-        .flat_map(|p| p.holdings.iter().map(move |h| (p, h)))
-        .map(|(person, holding)| {
-            record(
-                &person.reference,
-                insured(
-                    &holding.insurer_number,
-                    &holding.symbol,
-                    &holding.number,
-                    &holding.branch,
-                ),
-                &iso(holding.start),
-                &holding.end.map(iso).unwrap_or_default(),
-                &iso(person.birth_date),
-                wire_sex(person.sex),
-            )
-        })
-        .collect();
-    let messages: Vec<_> = records
-        .chunks(1000)
-        .map(|chunk| pb::ImportQualificationsRequest {
-            records: chunk.to_vec(),
-        })
-        .collect();
-    let summary = client
-        .import_qualifications(tokio_stream::iter(messages))
-        .await
-        .unwrap()
-        .into_inner();
+    let summary = import_population(&mut client, &population).await;
     assert_eq!(summary.rejected, 0);
 
     let mut cases = [0usize; 4];

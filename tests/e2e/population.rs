@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
 use mpi_core::keys::{Keyer, PersonKey};
-use mpi_core::qualification::{Demographics, InsuredPatient, Sex};
+use mpi_core::qualification::{Demographics, InsuredPatient};
 use mpi_core::resolution::Resolution;
 use mpi_core::service::Mpi;
 use mpi_proto::v1 as pb;
 use mpi_store_redb::RedbStore;
-use mpi_synth::{Config, Holding, Person, Population};
+use mpi_synth::{Config, Holding, Population};
 use pb::SamePersonAnswer::*;
 
 use crate::support::*;
@@ -25,44 +25,6 @@ const PERSONS: usize = 100_000;
 
 fn horizon() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()
-}
-
-fn wire_sex(sex: Sex) -> pb::Sex {
-    match sex {
-        Sex::Male => pb::Sex::Male,
-        Sex::Female => pb::Sex::Female,
-        Sex::NotRecorded => pb::Sex::NotRecorded,
-    }
-}
-
-fn iso(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
-}
-
-fn wire_record(person: &Person, holding: &Holding) -> pb::QualificationRecord {
-    let reason = match holding.reason_of_loss.map(|r| r.code()) {
-        Some(1) => pb::ReasonOfLoss::Death,
-        Some(2) => pb::ReasonOfLoss::Welfare,
-        Some(3) => pb::ReasonOfLoss::OtherInsurance,
-        Some(_) => pb::ReasonOfLoss::Other,
-        None => pb::ReasonOfLoss::Unspecified,
-    };
-    pb::QualificationRecord {
-        reason_of_loss: reason.into(),
-        ..record(
-            &person.reference,
-            insured(
-                &holding.insurer_number,
-                &holding.symbol,
-                &holding.number,
-                &holding.branch,
-            ),
-            &iso(holding.start),
-            &holding.end.map(iso).unwrap_or_default(),
-            &iso(person.birth_date),
-            wire_sex(person.sex),
-        )
-    }
 }
 
 /// One day in every class of days (see the module comment) that meets each period.
@@ -105,26 +67,7 @@ async fn a_synthetic_population_resolves_exactly_to_its_ground_truth() {
     let summary = population.summary();
     let server = TestServer::start().await;
     let mut client = server.history("history-provider").await;
-    let messages: Vec<_> = population
-        .persons
-        .iter()
-        .flat_map(|person| {
-            person
-                .holdings
-                .iter()
-                .map(move |holding| wire_record(person, holding))
-        })
-        .collect::<Vec<_>>()
-        .chunks(1000)
-        .map(|records| pb::ImportQualificationsRequest {
-            records: records.to_vec(),
-        })
-        .collect();
-    let imported = client
-        .import_qualifications(tokio_stream::iter(messages))
-        .await
-        .unwrap()
-        .into_inner();
+    let imported = import_population(&mut client, &population).await;
     assert_eq!(
         (imported.accepted, imported.rejected),
         (summary.records as u64, 0),

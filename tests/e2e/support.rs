@@ -283,6 +283,79 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A date as the API writes it.
+pub fn iso(day: chrono::NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+/// The wire form of a domain sex.
+pub fn wire_sex(sex: mpi_core::qualification::Sex) -> pb::Sex {
+    use mpi_core::qualification::Sex;
+    match sex {
+        Sex::Male => pb::Sex::Male,
+        Sex::Female => pb::Sex::Female,
+        Sex::NotRecorded => pb::Sex::NotRecorded,
+    }
+}
+
+/// The feed record of one synthetic holding.
+pub fn synth_record(
+    person: &mpi_synth::Person,
+    holding: &mpi_synth::Holding,
+) -> pb::QualificationRecord {
+    let reason = match holding.reason_of_loss.map(|r| r.code()) {
+        Some(1) => pb::ReasonOfLoss::Death,
+        Some(2) => pb::ReasonOfLoss::Welfare,
+        Some(3) => pb::ReasonOfLoss::OtherInsurance,
+        Some(_) => pb::ReasonOfLoss::Other,
+        None => pb::ReasonOfLoss::Unspecified,
+    };
+    pb::QualificationRecord {
+        reason_of_loss: reason.into(),
+        ..record(
+            &person.reference,
+            insured(
+                &holding.insurer_number,
+                &holding.symbol,
+                &holding.number,
+                &holding.branch,
+            ),
+            &iso(holding.start),
+            &holding.end.map(iso).unwrap_or_default(),
+            &iso(person.birth_date),
+            wire_sex(person.sex),
+        )
+    }
+}
+
+/// Imports a whole synthetic population in messages of 1,000 records.
+pub async fn import_population(
+    client: &mut QualificationHistoryClient<Channel>,
+    population: &mpi_synth::Population,
+) -> pb::ImportQualificationsResponse {
+    let records: Vec<_> = population
+        .persons
+        .iter()
+        .flat_map(|person| {
+            person
+                .holdings
+                .iter()
+                .map(move |holding| synth_record(person, holding))
+        })
+        .collect();
+    let messages: Vec<_> = records
+        .chunks(1000)
+        .map(|chunk| pb::ImportQualificationsRequest {
+            records: chunk.to_vec(),
+        })
+        .collect();
+    client
+        .import_qualifications(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Valid synthetic insurer numbers (check digits computed, numbers invented).
 pub mod numbers {
     /// 協会けんぽ, Tokyo.
