@@ -514,12 +514,6 @@ impl pb::audit_server::Audit for AuditAdapter {
         &self,
         request: Request<pb::ExportAuditEventsRequest>,
     ) -> Result<Response<Self::ExportAuditEventsStream>, Status> {
-        let response: Response<()> = self
-            .0
-            .not_yet(Operation::ExportAuditEvents, request)
-            .await?;
-        // `not_yet` always fails; this keeps the types honest without a stub stream.
-        let _ = response;
-        Err(to_status(unimplemented(Operation::ExportAuditEvents)))
+        self.0.not_yet(Operation::ExportAuditEvents, request).await
     }
 }
