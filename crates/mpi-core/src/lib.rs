@@ -4,6 +4,7 @@
 //! No tonic, no storage engine, no I/O beyond the random number generator: this crate is what
 //! every transport and every store agrees on.
 
+pub mod audit;
 pub mod authz;
 pub mod dates;
 pub mod error;
