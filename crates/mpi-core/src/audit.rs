@@ -306,11 +306,11 @@ mod tests {
             principal: "clinician:13-0001:1310123458".into(),
             action: "FindLocations".into(),
             purpose: 1,
-            person_key: (i % 2 == 0).then_some(PersonKey([i as u8; 16])),
+            person_key: i.is_multiple_of(2).then_some(PersonKey([i as u8; 16])),
             outcome: "ok".into(),
             count: i,
-            emergency: i % 5 == 0,
-            emergency_reason: if i % 5 == 0 {
+            emergency: i.is_multiple_of(5),
+            emergency_reason: if i.is_multiple_of(5) {
                 "意識障害で搬送".into()
             } else {
                 String::new()
@@ -409,7 +409,7 @@ mod tests {
                 person_key: Some(PersonKey([purpose; 16])),
                 outcome: texts[2].clone(),
                 count,
-                emergency: count % 2 == 0,
+                emergency: count.is_multiple_of(2),
                 emergency_reason: texts[3].clone(),
                 deciding_consents: texts.clone(),
             };

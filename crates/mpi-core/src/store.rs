@@ -18,6 +18,35 @@ pub enum StoreError {
     /// A stored record does not decode.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// A write that does not fit the stored state (an audit append after the wrong head).
+    #[error("store conflict: {0}")]
+    Conflict(String),
+}
+
+/// An audit event as stored: the content bytes exactly as written, so that verification sees
+/// any change to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Sequence number.
+    pub sequence: u64,
+    /// The previous event's hash.
+    pub previous_hash: [u8; 32],
+    /// This event's hash.
+    pub hash: [u8; 32],
+    /// `audit::encode_content` bytes.
+    pub content: Vec<u8>,
+}
+
+impl AuditRow {
+    /// The row of a chained event.
+    pub fn of(event: &crate::audit::AuditEvent) -> Self {
+        Self {
+            sequence: event.sequence,
+            previous_hash: event.previous_hash,
+            hash: event.hash,
+            content: crate::audit::encode_content(&event.event),
+        }
+    }
 }
 
 /// Result alias of the store.
@@ -198,6 +227,94 @@ pub trait Store: Send + Sync + 'static {
 
     /// The merge with this ID, if any.
     fn merge(&self, merge_id: MergeId) -> StoreResult<Option<MergeRecord>>;
+
+    /// Appends chained audit rows and moves the chain head, which is kept apart from the rows
+    /// (so that deleting rows from the end is detectable), in one durable transaction. Fails
+    /// with `Conflict`, writing nothing, unless the first row follows the stored head and the
+    /// rows follow each other.
+    fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<crate::audit::ChainHead>;
+
+    /// The anchored chain head (`ChainHead::EMPTY` before the first event).
+    fn audit_head(&self) -> StoreResult<crate::audit::ChainHead>;
+
+    /// Stored rows with `from <= sequence <= to`, in order, at most `limit`.
+    fn audit_rows(&self, from: u64, to: u64, limit: usize) -> StoreResult<Vec<AuditRow>>;
+}
+
+/// Checks that `rows` continue the chain at `head`; returns the head after them.
+pub fn continue_chain(
+    head: crate::audit::ChainHead,
+    rows: &[AuditRow],
+) -> StoreResult<crate::audit::ChainHead> {
+    let mut current = head;
+    for row in rows {
+        if row.sequence != current.sequence + 1 || row.previous_hash != current.hash {
+            return Err(StoreError::Conflict(format!(
+                "audit row {} does not follow the chain head {}",
+                row.sequence, current.sequence
+            )));
+        }
+        current = crate::audit::ChainHead {
+            sequence: row.sequence,
+            hash: row.hash,
+        };
+    }
+    Ok(current)
+}
+
+/// Byte encoding of audit rows and the head.
+pub mod audit_codec {
+    use super::{AuditRow, StoreError, StoreResult};
+    use crate::audit::ChainHead;
+
+    /// The value of an audit row (its sequence is the key): previous hash, hash, content.
+    pub fn row_value(row: &AuditRow) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + row.content.len());
+        out.extend_from_slice(&row.previous_hash);
+        out.extend_from_slice(&row.hash);
+        out.extend_from_slice(&row.content);
+        out
+    }
+
+    /// Decodes a row; the content stays raw bytes.
+    pub fn decode_row(sequence: u64, value: &[u8]) -> StoreResult<AuditRow> {
+        if value.len() < 64 {
+            return Err(StoreError::Corrupt("audit row too short".into()));
+        }
+        let mut previous_hash = [0u8; 32];
+        previous_hash.copy_from_slice(&value[..32]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&value[32..64]);
+        Ok(AuditRow {
+            sequence,
+            previous_hash,
+            hash,
+            content: value[64..].to_vec(),
+        })
+    }
+
+    /// The head as 40 bytes.
+    pub fn head_value(head: ChainHead) -> [u8; 40] {
+        let mut out = [0u8; 40];
+        out[..8].copy_from_slice(&head.sequence.to_be_bytes());
+        out[8..].copy_from_slice(&head.hash);
+        out
+    }
+
+    /// Decodes the head.
+    pub fn decode_head(value: &[u8]) -> StoreResult<ChainHead> {
+        if value.len() != 40 {
+            return Err(StoreError::Corrupt("audit head length".into()));
+        }
+        let mut sequence = [0u8; 8];
+        sequence.copy_from_slice(&value[..8]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&value[8..]);
+        Ok(ChainHead {
+            sequence: u64::from_be_bytes(sequence),
+            hash,
+        })
+    }
 }
 
 /// Finds a standing merge later than `record` that involves one of its persons.

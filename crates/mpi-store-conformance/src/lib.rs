@@ -26,7 +26,8 @@ macro_rules! store_conformance {
             large_batches_commit_whole,
             merge_moves_the_whole_cluster_and_unmerge_restores_it,
             unmerges_go_in_reverse_order_of_overlapping_merges,
-            merge_and_unmerge_refusals
+            merge_and_unmerge_refusals,
+            audit_rows_append_in_chain_order_with_an_anchored_head
         );
     };
     (@cases $make:expr; $($case:ident),*) => {$(
@@ -296,4 +297,64 @@ pub fn merge_and_unmerge_refusals(store: &dyn Store) {
         store.unmerge_persons(merged, &undo).unwrap(),
         UnmergeOutcome::AlreadyUnmerged
     );
+}
+
+/// Audit rows are appended only after the anchored head, read back byte for byte, and a
+/// misplaced append writes nothing.
+pub fn audit_rows_append_in_chain_order_with_an_anchored_head(store: &dyn Store) {
+    use mpi_core::audit::{ChainHead, NewAuditEvent, chain, verify};
+    use mpi_core::store::AuditRow;
+    assert_eq!(store.audit_head().unwrap(), ChainHead::EMPTY);
+    let event = |i: u32| NewAuditEvent {
+        at_micros: i64::from(i),
+        principal: "operator:test".into(),
+        action: "VerifyAuditChain".into(),
+        purpose: 6,
+        person_key: None,
+        outcome: "ok".into(),
+        count: i,
+        emergency: false,
+        emergency_reason: String::new(),
+        deciding_consents: Vec::new(),
+    };
+    let (first, head) = chain(ChainHead::EMPTY, (1..=3).map(event).collect());
+    let rows: Vec<_> = first.iter().map(AuditRow::of).collect();
+    assert_eq!(store.append_audit(&rows).unwrap(), head);
+    assert_eq!(store.audit_head().unwrap(), head);
+    // Appending the same rows again, or rows that skip one, is a conflict and writes nothing.
+    assert!(matches!(
+        store.append_audit(&rows),
+        Err(mpi_core::store::StoreError::Conflict(_))
+    ));
+    let (later, _) = chain(
+        ChainHead {
+            sequence: 4,
+            hash: head.hash,
+        },
+        vec![event(5)],
+    );
+    assert!(store.append_audit(&[AuditRow::of(&later[0])]).is_err());
+    assert_eq!(store.audit_head().unwrap(), head);
+    let (second, head) = chain(head, (4..=6).map(event).collect());
+    store
+        .append_audit(&second.iter().map(AuditRow::of).collect::<Vec<_>>())
+        .unwrap();
+
+    let all = store.audit_rows(1, u64::MAX, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(all[0], rows[0]);
+    let verification = verify(
+        ChainHead::EMPTY,
+        all.iter()
+            .map(|r| (r.sequence, r.previous_hash, r.content.as_slice(), r.hash)),
+        Some(store.audit_head().unwrap()),
+    );
+    assert!(verification.intact(), "{verification:?}");
+    assert_eq!(verification.head, head);
+    assert_eq!(store.audit_rows(2, 4, 100).unwrap().len(), 3);
+    assert_eq!(store.audit_rows(2, 6, 2).unwrap().len(), 2);
+    assert!(store.audit_rows(5, 4, 10).unwrap().is_empty());
 }

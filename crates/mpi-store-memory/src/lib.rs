@@ -5,11 +5,13 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{PoisonError, RwLock};
 
+use mpi_core::audit::ChainHead;
 use mpi_core::keys::{IdentifierKey, PersonKey};
 use mpi_core::store::{
     Attribution, MergeId, MergeOutcome, MergeRecord, MergeRequest, QualificationEntry, Store,
     StoreResult, UnmergeOutcome, UpsertOutcome, superseding_merge,
 };
+use mpi_core::store::{AuditRow, continue_chain};
 
 /// (insured key, person reference key, start day as the codec encodes it): the start day is
 /// kept encoded so that ordering matches the byte-keyed engines.
@@ -23,6 +25,8 @@ struct Tables {
     members: BTreeSet<(PersonKey, IdentifierKey)>,
     merges: BTreeMap<MergeId, MergeRecord>,
     merge_sequence: u64,
+    audit: BTreeMap<u64, AuditRow>,
+    audit_head: Option<ChainHead>,
 }
 
 impl Tables {
@@ -182,6 +186,34 @@ impl Store for MemoryStore {
     fn merge(&self, merge_id: MergeId) -> StoreResult<Option<MergeRecord>> {
         let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
         Ok(tables.merges.get(&merge_id).cloned())
+    }
+
+    fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<ChainHead> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let head = continue_chain(tables.audit_head.unwrap_or(ChainHead::EMPTY), rows)?;
+        for row in rows {
+            tables.audit.insert(row.sequence, row.clone());
+        }
+        tables.audit_head = Some(head);
+        Ok(head)
+    }
+
+    fn audit_head(&self) -> StoreResult<ChainHead> {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(tables.audit_head.unwrap_or(ChainHead::EMPTY))
+    }
+
+    fn audit_rows(&self, from: u64, to: u64, limit: usize) -> StoreResult<Vec<AuditRow>> {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        if from > to {
+            return Ok(Vec::new());
+        }
+        Ok(tables
+            .audit
+            .range(from..=to)
+            .take(limit)
+            .map(|(_, row)| row.clone())
+            .collect())
     }
 }
 

@@ -6,6 +6,8 @@
 //! - `persons`: person reference key → person key;
 //! - `members`: person key · person reference key → (): each person's cluster of references;
 //! - `merges`: merge ID → merge record (what moved, who, when, why, and any unmerge);
+//! - `audit`: sequence → previous hash, hash, event content (the tamper-evident chain);
+//! - `audit_head`: the chain head, anchored apart from the events;
 //! - `meta`: schema version and the merge sequence.
 //!
 //! Identifiers are keyed hashes before they get here; nothing in the file is an identifier in
@@ -13,12 +15,14 @@
 
 use std::path::Path;
 
+use mpi_core::audit::ChainHead;
 use mpi_core::keys::{IdentifierKey, PersonKey};
 use mpi_core::store::codec::{self, QUALIFICATION_KEY_LEN};
 use mpi_core::store::{
     Attribution, MergeId, MergeOutcome, MergeRecord, MergeRequest, QualificationEntry, Store,
     StoreError, StoreResult, UnmergeOutcome, UpsertOutcome, superseding_merge,
 };
+use mpi_core::store::{AuditRow, audit_codec, continue_chain};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 
 const QUALIFICATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("qualifications");
@@ -26,6 +30,9 @@ const PERSONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("persons");
 const MEMBERS: TableDefinition<&[u8], ()> = TableDefinition::new("members");
 const MERGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("merges");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// The chain head, kept apart from the events so that cutting events off the end shows.
+const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_head");
 
 fn member_key(person: PersonKey, reference: IdentifierKey) -> [u8; 48] {
     let mut key = [0u8; 48];
@@ -90,6 +97,8 @@ impl RedbStore {
             txn.open_table(PERSONS).map_err(engine)?;
             txn.open_table(MEMBERS).map_err(engine)?;
             txn.open_table(MERGES).map_err(engine)?;
+            txn.open_table(AUDIT).map_err(engine)?;
+            txn.open_table(AUDIT_HEAD).map_err(engine)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
             let version = meta
                 .get("schema_version")
@@ -341,6 +350,60 @@ impl Store for RedbStore {
             .map(|value| codec::decode_merge(merge_id, value.value()))
             .transpose()
     }
+
+    fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<ChainHead> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let head = {
+            let mut anchor = txn.open_table(AUDIT_HEAD).map_err(engine)?;
+            let stored = anchor
+                .get("head")
+                .map_err(engine)?
+                .map(|value| audit_codec::decode_head(value.value()))
+                .transpose()?
+                .unwrap_or(ChainHead::EMPTY);
+            let head = continue_chain(stored, rows)?;
+            let mut audit = txn.open_table(AUDIT).map_err(engine)?;
+            for row in rows {
+                audit
+                    .insert(row.sequence, audit_codec::row_value(row).as_slice())
+                    .map_err(engine)?;
+            }
+            anchor
+                .insert("head", audit_codec::head_value(head).as_slice())
+                .map_err(engine)?;
+            head
+        };
+        txn.commit().map_err(engine)?;
+        Ok(head)
+    }
+
+    fn audit_head(&self) -> StoreResult<ChainHead> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let anchor = txn.open_table(AUDIT_HEAD).map_err(engine)?;
+        anchor
+            .get("head")
+            .map_err(engine)?
+            .map(|value| audit_codec::decode_head(value.value()))
+            .transpose()
+            .map(|head| head.unwrap_or(ChainHead::EMPTY))
+    }
+
+    fn audit_rows(&self, from: u64, to: u64, limit: usize) -> StoreResult<Vec<AuditRow>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read().map_err(engine)?;
+        let audit = txn.open_table(AUDIT).map_err(engine)?;
+        audit
+            .range(from..=to)
+            .map_err(engine)?
+            .take(limit)
+            .map(|item| {
+                let (sequence, value) = item.map_err(engine)?;
+                audit_codec::decode_row(sequence.value(), value.value())
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -385,5 +448,73 @@ mod tests {
             person
         );
         assert!(person.is_some());
+    }
+
+    #[test]
+    fn tampering_with_the_file_is_found_at_the_event() {
+        use mpi_core::audit::{NewAuditEvent, chain, verify};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mpi.redb");
+        let event = |i: u32| NewAuditEvent {
+            at_micros: i64::from(i),
+            principal: "clinician:13-0001:1310123458".into(),
+            action: "FindLocations".into(),
+            purpose: 1,
+            person_key: Some(PersonKey([i as u8; 16])),
+            outcome: "ok".into(),
+            count: i,
+            emergency: false,
+            emergency_reason: String::new(),
+            deciding_consents: vec!["c-1".into()],
+        };
+        let (events, _) = chain(ChainHead::EMPTY, (1..=8).map(event).collect());
+        RedbStore::open(&path)
+            .unwrap()
+            .append_audit(&events.iter().map(AuditRow::of).collect::<Vec<_>>())
+            .unwrap();
+        let verify_file = || {
+            let store = RedbStore::open(&path).unwrap();
+            let rows = store.audit_rows(1, u64::MAX, 1000).unwrap();
+            verify(
+                ChainHead::EMPTY,
+                rows.iter()
+                    .map(|r| (r.sequence, r.previous_hash, r.content.as_slice(), r.hash)),
+                Some(store.audit_head().unwrap()),
+            )
+        };
+        assert!(verify_file().intact());
+
+        // Flip one byte of event 5's content, offline, in the file itself.
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut audit = txn.open_table(AUDIT).unwrap();
+                let mut value = audit.get(5).unwrap().unwrap().value().to_vec();
+                let last = value.len() - 1;
+                value[last] ^= 0x20;
+                audit.insert(5, value.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        assert_eq!(verify_file().broken.map(|b| b.0), Some(5));
+
+        // Restore it, then cut the last event off the end: the anchored head shows it.
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut audit = txn.open_table(AUDIT).unwrap();
+                audit
+                    .insert(
+                        5,
+                        audit_codec::row_value(&AuditRow::of(&events[4])).as_slice(),
+                    )
+                    .unwrap();
+                audit.remove(8).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        assert_eq!(verify_file().broken.map(|b| b.0), Some(8));
     }
 }
