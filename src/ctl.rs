@@ -232,8 +232,18 @@ enum CtlCommand {
     ListConsents(JsonRequest),
     /// Audit.AccessDisclosure (not yet available).
     AccessDisclosure(JsonRequest),
-    /// Audit.VerifyAuditChain (not yet available).
+    /// Audit.VerifyAuditChain: verify the audit hash chain through the server.
     VerifyAuditChain(JsonRequest),
+    /// Verify the audit chain of a stopped server's data directory, offline (no server needed);
+    /// exits 1 when the chain is broken.
+    AuditVerify {
+        /// First sequence number (0: the first event).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Last sequence number (0: the last event; then events cut off the end are found too).
+        #[arg(long, default_value_t = 0)]
+        to: u64,
+    },
     /// Audit.ExportAuditEvents as JSON Lines (not yet available).
     ExportAuditEvents(JsonRequest),
 }
@@ -247,6 +257,7 @@ impl CtlCommand {
             | ExportAuditEvents(_) => DevClient::Operator,
             ImportHistory { .. }
             | Synth { .. }
+            | AuditVerify { .. }
             | MergePersons { .. }
             | UnmergePersons { .. }
             | AreSamePerson { .. } => DevClient::HistoryProvider,
@@ -285,6 +296,7 @@ pub fn run(args: CtlArgs) -> ExitCode {
             }
             ExitCode::from(1)
         }
+        Err(CtlError::Broken) => ExitCode::from(1),
         Err(CtlError::Other(error)) => {
             eprintln!("kouiki-mpi ctl: {error:#}");
             ExitCode::from(2)
@@ -302,6 +314,8 @@ fn field_violations(status: &tonic::Status) -> Vec<tonic_types::FieldViolation> 
 
 pub(crate) enum CtlError {
     Status(tonic::Status),
+    /// The audit chain does not verify (already reported).
+    Broken,
     Other(anyhow::Error),
 }
 
@@ -377,6 +391,9 @@ macro_rules! unary {
 }
 
 async fn execute(args: CtlArgs) -> Result<(), CtlError> {
+    if let CtlCommand::AuditVerify { from, to } = &args.command {
+        return audit_verify(&args.data_dir, *from, *to, args.json);
+    }
     if let CtlCommand::Synth {
         persons,
         seed,
@@ -434,7 +451,7 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
                 }
             }
         }
-        CtlCommand::Synth { .. } => {}
+        CtlCommand::Synth { .. } | CtlCommand::AuditVerify { .. } => {}
         CtlCommand::MergePersons {
             surviving,
             merged,
@@ -653,4 +670,36 @@ fn synth(
         print(false, &summary)?;
     }
     Ok(())
+}
+
+/// Offline verification of a stopped server's store.
+fn audit_verify(data_dir: &Path, from: u64, to: u64, json: bool) -> Result<(), CtlError> {
+    let path = data_dir.join("mpi.redb");
+    if !path.is_file() {
+        return Err(CtlError::Other(anyhow::anyhow!(
+            "{} does not exist",
+            path.display()
+        )));
+    }
+    let store = mpi_store_redb::RedbStore::open(&path)
+        .map_err(|error| anyhow::anyhow!("{}: {error} (stop the server first)", path.display()))?;
+    let verification = mpi_core::audit::verify_store(&store, from, to)
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let report = pb::VerifyAuditChainResponse {
+        intact: verification.intact(),
+        events_verified: verification.verified,
+        first_broken_sequence: verification.broken.as_ref().map_or(0, |broken| broken.0),
+        failure: verification
+            .broken
+            .clone()
+            .map(|broken| broken.1)
+            .unwrap_or_default(),
+        head_hash: mpi_core::keys::hex(&verification.head.hash),
+    };
+    print(json, &report)?;
+    if verification.intact() {
+        Ok(())
+    } else {
+        Err(CtlError::Broken)
+    }
 }

@@ -289,6 +289,66 @@ pub fn verify<'a>(
     }
 }
 
+/// Rows read per store call while verifying.
+const VERIFY_PAGE: usize = 10_000;
+
+/// Verifies the stored chain from `from` to `to` (inclusive; 0 means the first / the last
+/// event), page by page. When the range reaches the end of the chain, the anchored head is
+/// checked too, so events cut off the end are found.
+pub fn verify_store(
+    store: &dyn crate::store::Store,
+    from: u64,
+    to: u64,
+) -> crate::store::StoreResult<Verification> {
+    let anchor = store.audit_head()?;
+    let from = from.max(1);
+    let to = if to == 0 { u64::MAX } else { to };
+    let start = if from == 1 {
+        ChainHead::EMPTY
+    } else {
+        match store.audit_rows(from - 1, from - 1, 1)?.pop() {
+            Some(row) => ChainHead {
+                sequence: row.sequence,
+                hash: row.hash,
+            },
+            None => {
+                return Ok(Verification {
+                    verified: 0,
+                    broken: Some((from - 1, format!("event {} is missing", from - 1))),
+                    head: ChainHead {
+                        sequence: from - 1,
+                        hash: GENESIS,
+                    },
+                });
+            }
+        }
+    };
+    let mut total = Verification {
+        verified: 0,
+        broken: None,
+        head: start,
+    };
+    let mut next = from;
+    loop {
+        let rows = store.audit_rows(next, to, VERIFY_PAGE)?;
+        let last_page = rows.len() < VERIFY_PAGE;
+        let reaches_end = last_page && to >= anchor.sequence;
+        let page = verify(
+            total.head,
+            rows.iter()
+                .map(|r| (r.sequence, r.previous_hash, r.content.as_slice(), r.hash)),
+            reaches_end.then_some(anchor),
+        );
+        total.verified += page.verified;
+        total.head = page.head;
+        if page.broken.is_some() || last_page {
+            total.broken = page.broken;
+            return Ok(total);
+        }
+        next = total.head.sequence + 1;
+    }
+}
+
 impl std::fmt::Display for ChainHead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.sequence, hex(&self.hash))

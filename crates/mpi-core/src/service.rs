@@ -57,6 +57,11 @@ impl Mpi {
         Self { store, keyer }
     }
 
+    /// The store, for the audit writer and verification.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// The keyer, for callers that hash identifiers themselves (tests, tools).
     pub fn keyer(&self) -> &Keyer {
         &self.keyer

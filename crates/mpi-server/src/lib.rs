@@ -5,6 +5,7 @@
 //! Like mini-redis, the library owns the server and the binary is thin: [`server::serve`] takes
 //! an already-bound listener, so tests start the real server on port 0.
 
+pub mod audit_log;
 pub mod client;
 pub mod config;
 pub mod convert;

@@ -67,6 +67,8 @@ pub fn install_crypto_provider() {
 pub struct Prepared {
     config: Config,
     mpi: Mpi,
+    audit: crate::audit_log::AuditLog,
+    audit_writer: crate::audit_log::AuditWriter,
     tls: ServerTlsConfig,
     dev_pki: Option<(PkiPaths, bool)>,
 }
@@ -102,6 +104,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
     let secret = secret::load_or_create(&config.secret_file)?;
     let store = RedbStore::open(&config.data_dir.join("mpi.redb"))?;
     let mpi = Mpi::new(Arc::new(store), Keyer::new(&secret));
+    let (audit, audit_writer) = crate::audit_log::AuditLog::start(mpi.store().clone())?;
     let (cert, key, client_ca, dev_pki) = match &config.tls {
         TlsSource::Files {
             cert,
@@ -126,6 +129,8 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
     Ok(Prepared {
         config,
         mpi,
+        audit,
+        audit_writer,
         tls,
         dev_pki,
     })
@@ -190,11 +195,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let Prepared {
-        config, mpi, tls, ..
+        config,
+        mpi,
+        audit,
+        audit_writer,
+        tls,
+        ..
     } = prepared;
     let limits = config.limits.clone();
     let metrics = Arc::new(Metrics::default());
-    let ctx = Ctx::new(mpi, metrics.clone(), limits.clone());
+    let ctx = Ctx::new(mpi, audit, metrics.clone(), limits.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in mpi_proto::SERVICE_NAMES {
@@ -314,6 +324,11 @@ pub async fn serve(
             Ok(_) => {}
             Err(_) => tracing::warn!("metrics endpoint did not stop in time"),
         }
+    }
+    // Every request handler is gone with the router; the writer then commits what is left,
+    // releases the store and ends.
+    if !audit_writer.join(Duration::from_secs(5)).await {
+        tracing::warn!("the audit writer did not finish within 5 s");
     }
     tracing::info!("server stopped");
     Ok(())

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use mpi_core::audit::NewAuditEvent;
 use mpi_core::authz::{Operation, authorize};
 use mpi_core::dates::today_in_japan;
 use mpi_core::principal::Principal;
@@ -15,6 +16,7 @@ use mpi_proto::v1 as pb;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit_log::AuditLog;
 use crate::config::Limits;
 use crate::convert;
 use crate::identity::principal_of;
@@ -30,15 +32,17 @@ const IMPORT_REJECTIONS_LISTED: usize = 1000;
 #[derive(Clone)]
 pub struct Ctx {
     mpi: Mpi,
+    audit: AuditLog,
     metrics: Arc<Metrics>,
     limits: Limits,
 }
 
 impl Ctx {
     /// Shared state of the adapters.
-    pub fn new(mpi: Mpi, metrics: Arc<Metrics>, limits: Limits) -> Self {
+    pub fn new(mpi: Mpi, audit: AuditLog, metrics: Arc<Metrics>, limits: Limits) -> Self {
         Self {
             mpi,
+            audit,
             metrics,
             limits,
         }
@@ -59,11 +63,33 @@ impl Ctx {
         );
     }
 
-    /// Authenticates and authorizes the caller.
-    fn admit<T>(&self, operation: Operation, request: &Request<T>) -> Result<Principal, Status> {
-        let principal = principal_of(request)?;
-        authorize(&principal, operation).map_err(to_status)?;
-        Ok(principal)
+    /// Appends the audit event of a finished call and waits until it is durable. If the
+    /// audit log cannot take it, the call fails: nothing is answered unaudited.
+    async fn audited<T>(
+        &self,
+        operation: Operation,
+        principal: &Principal,
+        result: Result<T, Status>,
+        count: u32,
+    ) -> Result<T, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        let event = NewAuditEvent {
+            at_micros: mpi_core::service::now_micros(),
+            principal: principal.to_string(),
+            action: operation.name().to_owned(),
+            purpose: 0,
+            person_key: None,
+            outcome: crate::metrics::code_name(code).to_owned(),
+            count,
+            emergency: false,
+            emergency_reason: String::new(),
+            deciding_consents: Vec::new(),
+        };
+        self.audit.record(event).await.map_err(to_status)?;
+        result
     }
 
     /// Runs a unary RPC: admit, then `work` on a blocking thread.
@@ -81,10 +107,17 @@ impl Ctx {
         let started = Instant::now();
         let deadline = self.limits.request_timeout;
         let call = async {
-            let principal = self.admit(operation, &request)?;
-            let mpi = self.mpi.clone();
-            let message = request.into_inner();
-            blocking(move || work(&mpi, &principal, message)).await
+            let principal = principal_of(&request)?;
+            let decided = match authorize(&principal, operation) {
+                Err(denied) => Err(to_status(denied)),
+                Ok(()) => {
+                    let mpi = self.mpi.clone();
+                    let message = request.into_inner();
+                    let caller = principal.clone();
+                    blocking(move || work(&mpi, &caller, message)).await
+                }
+            };
+            self.audited(operation, &principal, decided, 0).await
         };
         // A unary call has the whole request timeout; streams are bounded per message instead.
         let result = match tokio::time::timeout(deadline, call).await {
@@ -176,7 +209,6 @@ impl QualificationHistoryAdapter {
         &self,
         request: Request<Streaming<pb::ImportQualificationsRequest>>,
     ) -> Result<pb::ImportQualificationsResponse, Status> {
-        self.0.admit(Operation::ImportQualifications, &request)?;
         tracing::debug!("import stream opened");
         let mut stream = request.into_inner();
         let mut summary = ImportSummary::default();
@@ -261,7 +293,20 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
         request: Request<Streaming<pb::ImportQualificationsRequest>>,
     ) -> Result<Response<pb::ImportQualificationsResponse>, Status> {
         let started = Instant::now();
-        let result = self.import(request).await;
+        let operation = Operation::ImportQualifications;
+        let result = match principal_of(&request) {
+            Err(status) => Err(status),
+            Ok(principal) => {
+                let decided = match authorize(&principal, operation) {
+                    Err(denied) => Err(to_status(denied)),
+                    Ok(()) => self.import(request).await,
+                };
+                let count = decided.as_ref().map_or(0, |summary| {
+                    u32::try_from(summary.accepted + summary.unchanged).unwrap_or(u32::MAX)
+                });
+                self.0.audited(operation, &principal, decided, count).await
+            }
+        };
         self.0
             .finish(Operation::ImportQualifications, started, &result);
         result.map(Response::new)
@@ -505,7 +550,39 @@ impl pb::audit_server::Audit for AuditAdapter {
         &self,
         request: Request<pb::VerifyAuditChainRequest>,
     ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
-        self.0.not_yet(Operation::VerifyAuditChain, request).await
+        self.0
+            .unary(
+                Operation::VerifyAuditChain,
+                request,
+                |mpi, _principal, message| {
+                    let (from, to) = (message.from_sequence, message.to_sequence);
+                    if to != 0 && from > to {
+                        return Err(ServiceError::invalid(
+                            "to_sequence",
+                            "must not be below from_sequence",
+                        ));
+                    }
+                    let verification =
+                        mpi_core::audit::verify_store(mpi.store().as_ref(), from, to)?;
+                    if let Some((sequence, why)) = &verification.broken {
+                        tracing::error!(sequence, failure = %why, "audit chain broken");
+                    }
+                    Ok(pb::VerifyAuditChainResponse {
+                        intact: verification.intact(),
+                        events_verified: verification.verified,
+                        first_broken_sequence: verification
+                            .broken
+                            .as_ref()
+                            .map_or(0, |broken| broken.0),
+                        failure: verification
+                            .broken
+                            .map(|broken| broken.1)
+                            .unwrap_or_default(),
+                        head_hash: mpi_core::keys::hex(&verification.head.hash),
+                    })
+                },
+            )
+            .await
     }
 
     type ExportAuditEventsStream = AuditEventStream;

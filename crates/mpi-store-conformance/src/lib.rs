@@ -354,6 +354,10 @@ pub fn audit_rows_append_in_chain_order_with_an_anchored_head(store: &dyn Store)
     );
     assert!(verification.intact(), "{verification:?}");
     assert_eq!(verification.head, head);
+    let whole = mpi_core::audit::verify_store(store, 0, 0).unwrap();
+    assert!(whole.intact() && whole.verified == 6, "{whole:?}");
+    let middle = mpi_core::audit::verify_store(store, 3, 5).unwrap();
+    assert!(middle.intact() && middle.verified == 3, "{middle:?}");
     assert_eq!(store.audit_rows(2, 4, 100).unwrap().len(), 3);
     assert_eq!(store.audit_rows(2, 6, 2).unwrap().len(), 2);
     assert!(store.audit_rows(5, 4, 10).unwrap().is_empty());

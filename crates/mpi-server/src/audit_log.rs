@@ -1,0 +1,118 @@
+//! The audit log writer: group commit. Requests hand their events to one writer thread, which
+//! takes every event waiting, chains them after the head, appends them in one durable store
+//! transaction, and only then answers each request. Many requests share one fsync; none is
+//! answered before its event is durable.
+
+use std::sync::Arc;
+
+use mpi_core::audit::{ChainHead, NewAuditEvent, chain};
+use mpi_core::store::{AuditRow, Store, StoreError};
+use mpi_core::{ServiceError, ServiceResult};
+use tokio::sync::{mpsc, oneshot};
+
+/// Events taken into one commit at most.
+const GROUP_MAX: usize = 4096;
+/// Events waiting for the writer at most; further requests wait to hand theirs over.
+const QUEUE: usize = 16_384;
+
+struct Pending {
+    event: NewAuditEvent,
+    done: oneshot::Sender<Result<u64, String>>,
+}
+
+/// A handle to the writer; cloning it is cheap. The writer stops when every handle is gone.
+#[derive(Clone)]
+pub struct AuditLog {
+    sender: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditLog(..)")
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer thread over `store`, continuing its chain. The writer finishes once
+    /// every `AuditLog` handle is dropped; [`AuditWriter::join`] waits for that.
+    pub fn start(store: Arc<dyn Store>) -> Result<(Self, AuditWriter), StoreError> {
+        let head = store.audit_head()?;
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_loop(store, head, receiver))
+            .map_err(|error| {
+                StoreError::Engine(format!("cannot start the audit writer: {error}"))
+            })?;
+        Ok((Self { sender }, AuditWriter(thread)))
+    }
+
+    /// Appends one event and waits until it is durable; returns its sequence number.
+    pub async fn record(&self, event: NewAuditEvent) -> ServiceResult<u64> {
+        let (done, answer) = oneshot::channel();
+        let unavailable =
+            || ServiceError::Store(StoreError::Engine("the audit log is not writing".into()));
+        self.sender
+            .send(Pending { event, done })
+            .await
+            .map_err(|_| unavailable())?;
+        match answer.await {
+            Ok(Ok(sequence)) => Ok(sequence),
+            Ok(Err(cause)) => Err(ServiceError::Store(StoreError::Engine(format!(
+                "audit append failed: {cause}"
+            )))),
+            Err(_) => Err(unavailable()),
+        }
+    }
+}
+
+/// The writer thread; it holds the store until it finishes.
+pub struct AuditWriter(std::thread::JoinHandle<()>);
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditWriter(..)")
+    }
+}
+
+impl AuditWriter {
+    /// Waits (at most `timeout`) for the writer to finish its last commit and release the
+    /// store. Returns false if it is still running (some handle is still alive).
+    pub async fn join(self, timeout: std::time::Duration) -> bool {
+        let waiting = tokio::task::spawn_blocking(move || self.0.join().is_ok());
+        matches!(tokio::time::timeout(timeout, waiting).await, Ok(Ok(true)))
+    }
+}
+
+fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Receiver<Pending>) {
+    while let Some(first) = receiver.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match receiver.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let events = group.iter().map(|pending| pending.event.clone()).collect();
+        let (chained, _) = chain(head, events);
+        let rows: Vec<AuditRow> = chained.iter().map(AuditRow::of).collect();
+        match store.append_audit(&rows) {
+            Ok(new_head) => {
+                head = new_head;
+                for (pending, event) in group.into_iter().zip(&chained) {
+                    let _ = pending.done.send(Ok(event.sequence));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, events = rows.len(), "audit append failed");
+                for pending in group {
+                    let _ = pending.done.send(Err(error.to_string()));
+                }
+                // Continue from what the store holds, whatever the failure left.
+                if let Ok(stored) = store.audit_head() {
+                    head = stored;
+                }
+            }
+        }
+    }
+}
