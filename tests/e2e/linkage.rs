@@ -9,20 +9,6 @@ use pb::SamePersonAnswer::*;
 
 use crate::support::*;
 
-fn held(person: &Person, holding: &Holding, day: NaiveDate) -> pb::InsuredIdAtDate {
-    at_with(
-        insured(
-            &holding.insurer_number,
-            &holding.symbol,
-            &holding.number,
-            &holding.branch,
-        ),
-        &iso(day),
-        &iso(person.birth_date),
-        wire_sex(person.sex),
-    )
-}
-
 /// NDB's ID1: insurer, card number, birth date, sex.
 fn id1(person: &Person, holding: &Holding) -> String {
     let id = holding.insured_id().unwrap();
@@ -97,8 +83,8 @@ async fn the_history_links_what_hashes_cannot_and_never_guesses() {
             );
             let answer = same(
                 &mut client,
-                held(person, before, end),
-                held(person, after, after.start),
+                synth_at(person, before, end),
+                synth_at(person, after, after.start),
             )
             .await
             .unwrap();
@@ -143,16 +129,16 @@ async fn the_history_links_what_hashes_cannot_and_never_guesses() {
         );
         let answer = same(
             &mut client,
-            held(person, shared, day),
-            held(person, own, own.start),
+            synth_at(person, shared, day),
+            synth_at(person, own, own.start),
         )
         .await
         .unwrap();
         assert_eq!(answer, Ambiguous, "{}", person.reference);
         let answer = same(
             &mut client,
-            held(person, own, own.start),
-            held(twin, twin_own, twin_own.start),
+            synth_at(person, own, own.start),
+            synth_at(twin, twin_own, twin_own.start),
         )
         .await
         .unwrap();

@@ -81,19 +81,7 @@ async fn a_synthetic_population_resolves_exactly_to_its_ground_truth() {
     for person in population.persons.iter().take(2000) {
         let anchor = person.holdings.iter().find(|h| !h.ambiguous_on(h.start));
         let Some(anchor) = anchor else { continue };
-        let at_start = |holding: &Holding| {
-            at_with(
-                insured(
-                    &holding.insurer_number,
-                    &holding.symbol,
-                    &holding.number,
-                    &holding.branch,
-                ),
-                &iso(holding.start),
-                &iso(person.birth_date),
-                wire_sex(person.sex),
-            )
-        };
+        let at_start = |holding: &Holding| synth_at(person, holding, holding.start);
         for holding in &person.holdings {
             let expected = if holding.ambiguous_on(holding.start) {
                 Ambiguous

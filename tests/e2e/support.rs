@@ -298,6 +298,30 @@ pub fn wire_sex(sex: mpi_core::qualification::Sex) -> pb::Sex {
     }
 }
 
+/// The insured ID of a synthetic holding, as the feed writes it.
+pub fn synth_insured(holding: &mpi_synth::Holding) -> pb::InsuredId {
+    insured(
+        &holding.insurer_number,
+        &holding.symbol,
+        &holding.number,
+        &holding.branch,
+    )
+}
+
+/// A synthetic holding's insured ID, with the person's birth date and sex, as of `day`.
+pub fn synth_at(
+    person: &mpi_synth::Person,
+    holding: &mpi_synth::Holding,
+    day: chrono::NaiveDate,
+) -> pb::InsuredIdAtDate {
+    at_with(
+        synth_insured(holding),
+        &iso(day),
+        &iso(person.birth_date),
+        wire_sex(person.sex),
+    )
+}
+
 /// The feed record of one synthetic holding.
 pub fn synth_record(
     person: &mpi_synth::Person,
@@ -314,12 +338,7 @@ pub fn synth_record(
         reason_of_loss: reason.into(),
         ..record(
             &person.reference,
-            insured(
-                &holding.insurer_number,
-                &holding.symbol,
-                &holding.number,
-                &holding.branch,
-            ),
+            synth_insured(holding),
             &iso(holding.start),
             &holding.end.map(iso).unwrap_or_default(),
             &iso(person.birth_date),
