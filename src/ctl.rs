@@ -244,7 +244,7 @@ enum CtlCommand {
         #[arg(long, default_value_t = 0)]
         to: u64,
     },
-    /// Audit.ExportAuditEvents as JSON Lines (not yet available).
+    /// Audit.ExportAuditEvents: a range of the audit chain as JSON Lines, for an external archive.
     ExportAuditEvents(JsonRequest),
 }
 

@@ -116,3 +116,97 @@ async fn every_call_is_audited_and_tampering_is_found_offline() {
     assert_eq!(report["first_broken_sequence"], "3");
     assert_eq!(report["events_verified"], "2");
 }
+
+#[tokio::test]
+async fn the_chain_exports_as_linked_events_without_identifiers() {
+    use tokio_stream::StreamExt;
+    let server = TestServer::start().await;
+    let mut provider = server.history("history-provider").await;
+    let person = insured(KYOKAI, "58231907", "3141592653", "07");
+    import(
+        &mut provider,
+        vec![record(
+            "synth-e1",
+            person.clone(),
+            "2015-04-01",
+            "",
+            "1961-09-17",
+            pb::Sex::Male,
+        )],
+    )
+    .await;
+    let pair = at(person, "2020-01-01");
+    same(&mut provider, pair.clone(), pair).await.unwrap();
+
+    let mut audit = pb::audit_client::AuditClient::new(server.channel("operator").await);
+    let events: Vec<pb::AuditEvent> = audit
+        .export_audit_events(pb::ExportAuditEventsRequest {
+            from_sequence: 0,
+            to_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Result<_, _>>()
+        .await
+        .unwrap();
+    let actions: Vec<_> = events
+        .iter()
+        .map(|e| (e.sequence, e.action.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (1, "ImportQualifications", "OK"),
+            (2, "AreSamePerson", "OK"),
+            (3, "ExportAuditEvents", "OK")
+        ]
+    );
+    assert_eq!(events[0].count, 1);
+    assert_eq!(events[0].principal, "history-provider:dev-history-provider");
+    assert_eq!(events[0].previous_hash, "0".repeat(64));
+    for pair in events.windows(2) {
+        assert_eq!(
+            pair[1].previous_hash, pair[0].hash,
+            "each event names the one before"
+        );
+    }
+    let text = serde_json::to_string(
+        &events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    for identifier in ["01139013", "58231907", "3141592653", "synth-e1", "1961"] {
+        assert!(!text.contains(identifier), "the export holds {identifier}");
+    }
+
+    // A range, and a bad one.
+    let range: Vec<_> = audit
+        .export_audit_events(pb::ExportAuditEventsRequest {
+            from_sequence: 2,
+            to_sequence: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    assert_eq!(range.iter().map(|e| e.sequence).collect::<Vec<_>>(), [2]);
+    let status = audit
+        .export_audit_events(pb::ExportAuditEventsRequest {
+            from_sequence: 3,
+            to_sequence: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&status)[0].0, "to_sequence");
+    let mut network = pb::audit_client::AuditClient::new(server.channel("network-a").await);
+    let denied = network
+        .export_audit_events(pb::ExportAuditEventsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+}
