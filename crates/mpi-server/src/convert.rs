@@ -208,6 +208,63 @@ pub fn timestamp(micros: i64) -> pbjson_types::Timestamp {
     }
 }
 
+/// MergePersons: the surviving and merged references and the reason.
+pub fn merge_request(
+    message: &pb::MergePersonsRequest,
+) -> Checked<(
+    ProviderPersonRef,
+    ProviderPersonRef,
+    mpi_core::reason::Reason,
+)> {
+    all_ok! {
+        surviving = provider_ref("surviving_person_ref", &message.surviving_person_ref);
+        merged = provider_ref("merged_person_ref", &message.merged_person_ref);
+        why = reason("reason", &message.reason);
+    }
+    Ok((surviving, merged, why))
+}
+
+/// UnmergePersons: the merge and the reason.
+pub fn unmerge_request(
+    message: &pb::UnmergePersonsRequest,
+) -> Checked<(mpi_core::store::MergeId, mpi_core::reason::Reason)> {
+    all_ok! {
+        merge = merge_id("merge_id", &message.merge_id);
+        why = reason("reason", &message.reason);
+    }
+    Ok((merge, why))
+}
+
+/// One side of AreSamePerson at `field`: the patient and the day (today in Japan if not given).
+fn insured_at(
+    field: &str,
+    side: Option<&pb::InsuredIdAtDate>,
+) -> Checked<(InsuredPatient, NaiveDate)> {
+    let Some(side) = side else {
+        return Err(vec![FieldViolation::new(field, "is required")]);
+    };
+    all_ok! {
+        patient = insured_patient(&join(field, "patient"), side.patient.as_ref());
+        as_of = optional_date(&join(field, "as_of"), &side.as_of);
+    }
+    Ok((
+        patient,
+        as_of.unwrap_or_else(mpi_core::dates::today_in_japan),
+    ))
+}
+
+/// AreSamePerson: both sides; the purpose must be stated.
+pub fn are_same_person_request(
+    message: &pb::AreSamePersonRequest,
+) -> Checked<((InsuredPatient, NaiveDate), (InsuredPatient, NaiveDate))> {
+    all_ok! {
+        first = insured_at("first", message.first.as_ref());
+        second = insured_at("second", message.second.as_ref());
+        _purpose = purpose("purpose", message.purpose);
+    }
+    Ok((first, second))
+}
+
 /// A purpose that must be given.
 pub fn purpose(field: &str, value: i32) -> Checked<pb::Purpose> {
     match pb::Purpose::try_from(value) {

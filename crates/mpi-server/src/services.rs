@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use mpi_core::audit::NewAuditEvent;
 use mpi_core::authz::{Operation, authorize};
-use mpi_core::dates::today_in_japan;
 use mpi_core::principal::Principal;
 use mpi_core::qualification::QualificationRecord;
 use mpi_core::service::{ImportCounts, Mpi, SamePerson, unimplemented};
@@ -321,24 +320,8 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
                 Operation::MergePersons,
                 request,
                 |mpi, principal, message| {
-                    let surviving = convert::provider_ref(
-                        "surviving_person_ref",
-                        &message.surviving_person_ref,
-                    );
-                    let merged =
-                        convert::provider_ref("merged_person_ref", &message.merged_person_ref);
-                    let reason = convert::reason("reason", &message.reason);
-                    let (surviving, merged, reason) = match (surviving, merged, reason) {
-                        (Ok(surviving), Ok(merged), Ok(reason)) => (surviving, merged, reason),
-                        (surviving, merged, reason) => {
-                            let violations = surviving
-                                .err()
-                                .into_iter()
-                                .chain(merged.err())
-                                .chain(reason.err());
-                            return Err(invalid(violations.flatten().collect()));
-                        }
-                    };
+                    let (surviving, merged, reason) =
+                        convert::merge_request(&message).map_err(invalid)?;
                     let (merge_id, at) =
                         mpi.merge_persons(principal, &surviving, &merged, &reason)?;
                     tracing::info!(merge_id = %merge_id.to_hex(), "persons merged");
@@ -360,21 +343,7 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
                 Operation::UnmergePersons,
                 request,
                 |mpi, principal, message| {
-                    let merge_id = convert::merge_id("merge_id", &message.merge_id);
-                    let reason = convert::reason("reason", &message.reason);
-                    let (merge_id, reason) = match (merge_id, reason) {
-                        (Ok(merge_id), Ok(reason)) => (merge_id, reason),
-                        (merge_id, reason) => {
-                            return Err(invalid(
-                                merge_id
-                                    .err()
-                                    .into_iter()
-                                    .chain(reason.err())
-                                    .flatten()
-                                    .collect(),
-                            ));
-                        }
-                    };
+                    let (merge_id, reason) = convert::unmerge_request(&message).map_err(invalid)?;
                     let at = mpi.unmerge_persons(principal, merge_id, &reason)?;
                     tracing::info!(merge_id = %merge_id.to_hex(), "merge undone");
                     Ok(pb::UnmergePersonsResponse {
@@ -394,41 +363,8 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
                 Operation::AreSamePerson,
                 request,
                 |mpi, _principal, message| {
-                    let side = |name: &str, side: Option<&pb::InsuredIdAtDate>| {
-                        let Some(side) = side else {
-                            return Err(vec![mpi_core::FieldViolation::new(name, "is required")]);
-                        };
-                        let patient = convert::insured_patient(
-                            &format!("{name}.patient"),
-                            side.patient.as_ref(),
-                        );
-                        let as_of = convert::optional_date(&format!("{name}.as_of"), &side.as_of);
-                        match (patient, as_of) {
-                            (Ok(patient), Ok(as_of)) => {
-                                Ok((patient, as_of.unwrap_or_else(today_in_japan)))
-                            }
-                            (patient, as_of) => Err(patient
-                                .err()
-                                .into_iter()
-                                .chain(as_of.err())
-                                .flatten()
-                                .collect()),
-                        }
-                    };
-                    let first = side("first", message.first.as_ref());
-                    let second = side("second", message.second.as_ref());
-                    let purpose = convert::purpose("purpose", message.purpose);
-                    let (first, second) = match (first, second, purpose) {
-                        (Ok(first), Ok(second), Ok(_)) => (first, second),
-                        (first, second, purpose) => {
-                            let violations = first
-                                .err()
-                                .into_iter()
-                                .chain(second.err())
-                                .chain(purpose.err());
-                            return Err(invalid(violations.flatten().collect()));
-                        }
-                    };
+                    let (first, second) =
+                        convert::are_same_person_request(&message).map_err(invalid)?;
                     let answer = mpi.are_same_person((&first.0, first.1), (&second.0, second.1))?;
                     let answer = match answer {
                         SamePerson::Same => pb::SamePersonAnswer::Same,
