@@ -155,6 +155,30 @@ pub struct MergeRecord {
     pub unmerged: Option<Attribution>,
 }
 
+impl MergeRecord {
+    /// The record of a merge just made: `moved_refs` went from `merged_person` to
+    /// `surviving_person`, as the `sequence`-th merge.
+    pub fn standing(
+        request: &MergeRequest,
+        sequence: u64,
+        surviving_person: PersonKey,
+        merged_person: PersonKey,
+        moved_refs: Vec<IdentifierKey>,
+    ) -> Self {
+        Self {
+            merge_id: request.merge_id,
+            sequence,
+            surviving_ref: request.surviving_ref,
+            merged_ref: request.merged_ref,
+            surviving_person,
+            merged_person,
+            moved_refs,
+            merged: request.attribution.clone(),
+            unmerged: None,
+        }
+    }
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeOutcome {

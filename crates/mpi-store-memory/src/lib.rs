@@ -137,17 +137,13 @@ impl Store for MemoryStore {
         tables.move_refs(&moved_refs, merged_person, surviving_person);
         tables.merge_sequence += 1;
         let moved = moved_refs.len();
-        let record = MergeRecord {
-            merge_id: request.merge_id,
-            sequence: tables.merge_sequence,
-            surviving_ref: request.surviving_ref,
-            merged_ref: request.merged_ref,
+        let record = MergeRecord::standing(
+            request,
+            tables.merge_sequence,
             surviving_person,
             merged_person,
             moved_refs,
-            merged: request.attribution.clone(),
-            unmerged: None,
-        };
+        );
         tables.merges.insert(request.merge_id, record);
         Ok(MergeOutcome::Merged { moved })
     }

@@ -255,17 +255,13 @@ impl Store for RedbStore {
                 .map_or(0, |v| v.value())
                 + 1;
             meta.insert("merge_sequence", sequence).map_err(engine)?;
-            let record = MergeRecord {
-                merge_id: request.merge_id,
+            let record = MergeRecord::standing(
+                request,
                 sequence,
-                surviving_ref: request.surviving_ref,
-                merged_ref: request.merged_ref,
                 surviving_person,
                 merged_person,
                 moved_refs,
-                merged: request.attribution.clone(),
-                unmerged: None,
-            };
+            );
             let mut merges = txn.open_table(MERGES).map_err(engine)?;
             merges
                 .insert(
