@@ -91,12 +91,23 @@ macro_rules! short_debug {
 }
 short_debug!(IdentifierKey, DemographicTag, PersonKey);
 
-/// Computes the keyed pseudonyms under one server secret.
+/// Computes the keyed pseudonyms under one server secret, and seals the values that must be
+/// returned later (regional local IDs) with AES-256-GCM under a key derived from it.
 #[derive(Clone)]
 pub struct Keyer {
     /// The MAC keyed once; cloning it skips re-deriving the HMAC pads for every identifier.
     prototype: HmacSha256,
+    /// The sealing key, derived from the secret with its own label.
+    sealing: std::sync::Arc<ring::aead::LessSafeKey>,
 }
+
+/// Sealed bytes do not open: wrong secret, wrong key they were bound to, or changed bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("sealed value does not open")]
+pub struct OpenError;
+
+/// Layout version of sealed values.
+const SEALED_VERSION: u8 = 1;
 
 impl Keyer {
     /// A keyer for the given secret.
@@ -105,7 +116,56 @@ impl Keyer {
         // fallback keeps the code free of panics all the same.
         let prototype = HmacSha256::new_from_slice(secret.as_bytes())
             .unwrap_or_else(|_| HmacSha256::new(&Default::default()));
-        Self { prototype }
+        let mut keyer = Self {
+            prototype,
+            sealing: std::sync::Arc::new(sealing_key(&[0; 32])),
+        };
+        keyer.sealing = std::sync::Arc::new(sealing_key(
+            &keyer.mac(b"kouiki-mpi/sealing-key/v1", &[]),
+        ));
+        keyer
+    }
+
+    /// Seals `plaintext`, bound to `bound_to` (the key it is stored under): version, random
+    /// 96-bit nonce, ciphertext and tag.
+    pub fn seal(&self, bound_to: &IdentifierKey, plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut sealed = plaintext.to_vec();
+        // Sealing fails only for inputs beyond the GCM limit of about 64 GiB; the values sealed
+        // here are at most a few hundred bytes.
+        let _ = self.sealing.seal_in_place_append_tag(
+            ring::aead::Nonce::assume_unique_for_key(nonce),
+            ring::aead::Aad::from(&bound_to.0),
+            &mut sealed,
+        );
+        let mut out = Vec::with_capacity(1 + nonce.len() + sealed.len());
+        out.push(SEALED_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Opens what [`Keyer::seal`] sealed for `bound_to`.
+    pub fn open(&self, bound_to: &IdentifierKey, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let header = 1 + ring::aead::NONCE_LEN;
+        if sealed.len() < header + ring::aead::AES_256_GCM.tag_len()
+            || sealed[0] != SEALED_VERSION
+        {
+            return Err(OpenError);
+        }
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        nonce.copy_from_slice(&sealed[1..header]);
+        let mut buffer = sealed[header..].to_vec();
+        let plain = self
+            .sealing
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(&bound_to.0),
+                &mut buffer,
+            )
+            .map_err(|_| OpenError)?;
+        Ok(plain.to_vec())
     }
 
     fn mac(&self, label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -151,6 +211,15 @@ impl Keyer {
     }
 }
 
+fn sealing_key(bytes: &[u8; 32]) -> ring::aead::LessSafeKey {
+    // AES-256-GCM takes exactly a 32-byte key, and `bytes` is one by its type: `new` fails only
+    // on a key of another length, so this cannot fail.
+    #[allow(clippy::expect_used)]
+    let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, bytes)
+        .expect("a 32-byte key is an AES-256 key");
+    ring::aead::LessSafeKey::new(key)
+}
+
 impl fmt::Debug for Keyer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Keyer(..)")
@@ -177,6 +246,26 @@ mod tests {
             a.demographic(date, Sex::Male),
             a.demographic(date, Sex::Female)
         );
+    }
+
+    #[test]
+    fn sealed_values_open_only_where_they_were_bound() {
+        let a = Keyer::new(&ServerSecret::from_bytes(&[1; 32]).unwrap());
+        let b = Keyer::new(&ServerSecret::from_bytes(&[2; 32]).unwrap());
+        let here = IdentifierKey([7; 32]);
+        let there = IdentifierKey([8; 32]);
+        let sealed = a.seal(&here, b"P-0001");
+        assert_eq!(a.open(&here, &sealed).unwrap(), b"P-0001");
+        assert_ne!(a.seal(&here, b"P-0001"), sealed, "nonces are fresh");
+        assert!(!sealed.windows(6).any(|w| w == b"P-0001"));
+        assert_eq!(a.open(&there, &sealed), Err(OpenError));
+        assert_eq!(b.open(&here, &sealed), Err(OpenError));
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(a.open(&here, &flipped), Err(OpenError));
+        for cut in 0..sealed.len() {
+            assert!(a.open(&here, &sealed[..cut]).is_err());
+        }
     }
 
     #[test]

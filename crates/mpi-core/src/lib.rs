@@ -6,13 +6,16 @@
 
 pub mod audit;
 pub mod authz;
+pub mod consent;
 pub mod dates;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod location;
 pub mod principal;
 pub mod qualification;
 pub mod reason;
+pub mod records;
 pub mod resolution;
 pub mod service;
 pub mod store;

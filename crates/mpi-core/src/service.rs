@@ -49,12 +49,29 @@ pub enum SamePerson {
 pub struct Mpi {
     store: Arc<dyn Store>,
     keyer: Keyer,
+    emergency_access: bool,
 }
 
 impl Mpi {
     /// A service over `store`, hashing identifiers with `keyer`.
     pub fn new(store: Arc<dyn Store>, keyer: Keyer) -> Self {
-        Self { store, keyer }
+        Self {
+            store,
+            keyer,
+            emergency_access: false,
+        }
+    }
+
+    /// Whether the emergency purpose may stand in for a disclosure grant (never for an opt-out
+    /// or a participation). Off unless the configuration turns it on.
+    pub fn with_emergency_access(mut self, allowed: bool) -> Self {
+        self.emergency_access = allowed;
+        self
+    }
+
+    /// See [`Mpi::with_emergency_access`].
+    pub fn emergency_access(&self) -> bool {
+        self.emergency_access
     }
 
     /// The store, for the audit writer and verification.

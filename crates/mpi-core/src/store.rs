@@ -6,7 +6,10 @@
 
 use chrono::NaiveDate;
 
+use crate::consent::{Consent, ConsentGrant, ConsentId, Revocation};
+use crate::ids::NetworkId;
 use crate::keys::{DemographicTag, IdentifierKey, PersonKey};
+use crate::location::{LocationId, SubjectLocation};
 use crate::qualification::ReasonOfLoss;
 
 /// Why a store call failed. The text goes to logs only, never to callers.
@@ -215,6 +218,93 @@ pub enum UnmergeOutcome {
     },
 }
 
+/// What registering one location did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// Stored, new or with its span widened.
+    Stored,
+    /// The subject's person has no participation consent in force for the network.
+    NoParticipation,
+    /// The same (network, facility, kind, reference) is registered for another patient.
+    RegisteredForAnother,
+}
+
+/// A regional ID linked to a subject: the key of the regional ID, the network, and the local ID
+/// sealed under the server secret (bound to the regional key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionalLink {
+    /// Keyed hash of the regional ID.
+    pub regional_key: IdentifierKey,
+    /// The network that issued it.
+    pub network: NetworkId,
+    /// The person reference it is linked to.
+    pub subject: IdentifierKey,
+    /// The local ID, sealed.
+    pub sealed_local: Vec<u8>,
+}
+
+/// What linking a regional ID did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOutcome {
+    /// New link.
+    Created,
+    /// The regional ID was already linked to this subject.
+    Unchanged,
+    /// The subject's person has no participation consent in force for the network.
+    NoParticipation,
+    /// The regional ID is linked to another patient.
+    LinkedToAnother,
+}
+
+/// Everything the disclosure rule needs about one person, read in one consistent snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersonView {
+    /// The references of the person's cluster.
+    pub refs: Vec<IdentifierKey>,
+    /// Every consent of the cluster, revoked and expired included, oldest first.
+    pub consents: Vec<Consent>,
+    /// Every location of the cluster.
+    pub locations: Vec<SubjectLocation>,
+    /// Every regional-ID link of the cluster.
+    pub links: Vec<RegionalLink>,
+}
+
+/// What revoking a consent did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Revoked; for a participation, links cut and locations deleted with it.
+    Revoked {
+        /// The consent in its revoked state.
+        consent: Consent,
+        /// The subject it was attached to.
+        subject: IdentifierKey,
+        /// Regional-ID links of the network cut (no participation for it remains, or purge).
+        links_cut: u32,
+        /// Locations of the network deleted (purge only).
+        locations_deleted: u32,
+    },
+    /// No consent has that ID.
+    Unknown,
+    /// It was revoked before.
+    AlreadyRevoked,
+}
+
+/// After a participation consent for `network` was revoked: should the network's links of the
+/// cluster be cut, and its locations deleted? Links go when no participation for the network
+/// remains in force (they need one to exist); both go on purge.
+pub fn revocation_effects(
+    consents_after: &[Consent],
+    revoked: &Consent,
+    today: NaiveDate,
+) -> Option<(NetworkId, bool, bool)> {
+    let ConsentGrant::Participation { network } = revoked.grant else {
+        return None;
+    };
+    let purge = revoked.revocation.as_ref().is_some_and(|r| r.purged);
+    let remaining = crate::consent::participation(consents_after, network, today).is_some();
+    Some((network, purge || !remaining, purge))
+}
+
 /// Persistence for the MPI. One conformance suite (`mpi-store-conformance`) runs against every
 /// implementation.
 pub trait Store: Send + Sync + 'static {
@@ -256,13 +346,71 @@ pub trait Store: Send + Sync + 'static {
     /// (so that deleting rows from the end is detectable), in one durable transaction. Fails
     /// with `Conflict`, writing nothing, unless the first row follows the stored head and the
     /// rows follow each other.
-    fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<crate::audit::ChainHead>;
+    /// `index` names, per sequence number, the person references whose data the event disclosed;
+    /// it is kept beside the chain for `audit_rows_of` (and is not part of the hashed content).
+    fn append_audit(
+        &self,
+        rows: &[AuditRow],
+        index: &[(u64, IdentifierKey)],
+    ) -> StoreResult<crate::audit::ChainHead>;
 
     /// The anchored chain head (`ChainHead::EMPTY` before the first event).
     fn audit_head(&self) -> StoreResult<crate::audit::ChainHead>;
 
     /// Stored rows with `from <= sequence <= to`, in order, at most `limit`.
     fn audit_rows(&self, from: u64, to: u64, limit: usize) -> StoreResult<Vec<AuditRow>>;
+
+    /// Rows indexed under any of `subjects` with `sequence >= from`, in order, each once, at
+    /// most `limit`.
+    fn audit_rows_of(
+        &self,
+        subjects: &[IdentifierKey],
+        from: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRow>>;
+
+    /// Registers locations of `network` in one atomic, durable transaction. Each item is stored
+    /// only if its subject's person has a participation consent for `network` in force on
+    /// `today` (checked inside the transaction, so a concurrent revocation is either before or
+    /// after the whole batch). Re-registering an existing (network, facility, kind, reference)
+    /// for the same subject widens its span; for another subject it is refused.
+    fn register_locations(
+        &self,
+        network: NetworkId,
+        today: NaiveDate,
+        items: &[SubjectLocation],
+    ) -> StoreResult<Vec<RegisterOutcome>>;
+
+    /// Deletes locations by their IDs in one transaction; true for each that existed.
+    fn withdraw_locations(&self, ids: &[LocationId]) -> StoreResult<Vec<bool>>;
+
+    /// The person's cluster, consents, locations and links, from one snapshot.
+    fn person_view(&self, person: PersonKey) -> StoreResult<PersonView>;
+
+    /// Stores a new consent attached to `subject`.
+    fn record_consent(&self, subject: IdentifierKey, consent: &Consent) -> StoreResult<()>;
+
+    /// The consent with this ID and its subject.
+    fn consent(&self, id: ConsentId) -> StoreResult<Option<(IdentifierKey, Consent)>>;
+
+    /// Revokes a consent in one durable transaction, applying `revocation_effects` to the
+    /// subject's whole cluster.
+    fn revoke_consent(
+        &self,
+        id: ConsentId,
+        revocation: &Revocation,
+        today: NaiveDate,
+    ) -> StoreResult<RevokeOutcome>;
+
+    /// Links a regional ID, if the subject's person has a participation consent for the link's
+    /// network in force on `today` (checked inside the transaction).
+    fn link_regional(&self, link: &RegionalLink, today: NaiveDate) -> StoreResult<LinkOutcome>;
+
+    /// Removes the link of a regional ID; false when there was none.
+    fn unlink_regional(&self, regional_key: IdentifierKey) -> StoreResult<bool>;
+
+    /// The subject a regional ID is linked to.
+    fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>>;
 }
 
 /// Checks that `rows` continue the chain at `head`; returns the head after them.

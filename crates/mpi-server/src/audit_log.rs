@@ -96,7 +96,7 @@ fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Re
         let events = group.iter().map(|pending| pending.event.clone()).collect();
         let (chained, _) = chain(head, events);
         let rows: Vec<AuditRow> = chained.iter().map(AuditRow::of).collect();
-        match store.append_audit(&rows) {
+        match store.append_audit(&rows, &[]) {
             Ok(new_head) => {
                 head = new_head;
                 for (pending, event) in group.into_iter().zip(&chained) {

@@ -319,11 +319,11 @@ pub fn audit_rows_append_in_chain_order_with_an_anchored_head(store: &dyn Store)
     };
     let (first, head) = chain(ChainHead::EMPTY, (1..=3).map(event).collect());
     let rows: Vec<_> = first.iter().map(AuditRow::of).collect();
-    assert_eq!(store.append_audit(&rows).unwrap(), head);
+    assert_eq!(store.append_audit(&rows, &[]).unwrap(), head);
     assert_eq!(store.audit_head().unwrap(), head);
     // Appending the same rows again, or rows that skip one, is a conflict and writes nothing.
     assert!(matches!(
-        store.append_audit(&rows),
+        store.append_audit(&rows, &[]),
         Err(mpi_core::store::StoreError::Conflict(_))
     ));
     let (later, _) = chain(
@@ -333,11 +333,11 @@ pub fn audit_rows_append_in_chain_order_with_an_anchored_head(store: &dyn Store)
         },
         vec![event(5)],
     );
-    assert!(store.append_audit(&[AuditRow::of(&later[0])]).is_err());
+    assert!(store.append_audit(&[AuditRow::of(&later[0])], &[]).is_err());
     assert_eq!(store.audit_head().unwrap(), head);
     let (second, head) = chain(head, (4..=6).map(event).collect());
     store
-        .append_audit(&second.iter().map(AuditRow::of).collect::<Vec<_>>())
+        .append_audit(&second.iter().map(AuditRow::of).collect::<Vec<_>>(), &[])
         .unwrap();
 
     let all = store.audit_rows(1, u64::MAX, 100).unwrap();

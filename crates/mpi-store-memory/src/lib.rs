@@ -5,11 +5,16 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{PoisonError, RwLock};
 
+use chrono::NaiveDate;
 use mpi_core::audit::ChainHead;
+use mpi_core::consent::{Consent, ConsentId, Revocation};
+use mpi_core::ids::NetworkId;
 use mpi_core::keys::{IdentifierKey, PersonKey};
+use mpi_core::location::{LocationId, SubjectLocation, codec::ID_KEY_LEN, codec::id_key};
 use mpi_core::store::{
-    Attribution, MergeId, MergeOutcome, MergeRecord, MergeRequest, QualificationEntry, Store,
-    StoreResult, UnmergeOutcome, UpsertOutcome, superseding_merge,
+    Attribution, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest, PersonView,
+    QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store, StoreResult,
+    UnmergeOutcome, UpsertOutcome, revocation_effects, superseding_merge,
 };
 use mpi_core::store::{AuditRow, continue_chain};
 
@@ -27,6 +32,20 @@ struct Tables {
     merge_sequence: u64,
     audit: BTreeMap<u64, AuditRow>,
     audit_head: Option<ChainHead>,
+    /// (subject, sequence) for every disclosure of the subject's data.
+    audit_index: BTreeSet<(IdentifierKey, u64)>,
+    /// (subject, location ID key) → location.
+    locations: BTreeMap<(IdentifierKey, [u8; ID_KEY_LEN]), SubjectLocation>,
+    /// Location ID key → its subject.
+    location_index: HashMap<[u8; ID_KEY_LEN], IdentifierKey>,
+    /// Consent ID → (subject, consent).
+    consents: BTreeMap<ConsentId, (IdentifierKey, Consent)>,
+    /// (subject, consent ID) for every consent.
+    subject_consents: BTreeSet<(IdentifierKey, ConsentId)>,
+    /// Regional key → link.
+    links: HashMap<IdentifierKey, RegionalLink>,
+    /// (subject, regional key) for every link.
+    subject_links: BTreeSet<(IdentifierKey, IdentifierKey)>,
 }
 
 impl Tables {
@@ -34,6 +53,51 @@ impl Tables {
         self.members
             .range((person, IdentifierKey([0; 32]))..=(person, IdentifierKey([0xff; 32])))
             .map(|(_, reference)| *reference)
+            .collect()
+    }
+
+    /// The references of the subject's person (the subject alone if it has none).
+    fn cluster_of(&self, subject: IdentifierKey) -> Vec<IdentifierKey> {
+        match self.persons.get(&subject) {
+            Some(person) => self.members_of(*person),
+            None => vec![subject],
+        }
+    }
+
+    fn consents_of(&self, refs: &[IdentifierKey]) -> Vec<Consent> {
+        let mut consents: Vec<Consent> = refs
+            .iter()
+            .flat_map(|subject| {
+                self.subject_consents
+                    .range((*subject, ConsentId([0; 16]))..=(*subject, ConsentId([0xff; 16])))
+                    .filter_map(|(_, id)| self.consents.get(id).map(|(_, c)| c.clone()))
+            })
+            .collect();
+        consents.sort_by_key(|c| (c.recorded_at_micros, c.id));
+        consents
+    }
+
+    fn remove_link(&mut self, regional_key: IdentifierKey) -> bool {
+        match self.links.remove(&regional_key) {
+            Some(link) => {
+                self.subject_links.remove(&(link.subject, regional_key));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn links_of(&self, subject: IdentifierKey) -> Vec<RegionalLink> {
+        self.subject_links
+            .range((subject, IdentifierKey([0; 32]))..=(subject, IdentifierKey([0xff; 32])))
+            .filter_map(|(_, key)| self.links.get(key).cloned())
+            .collect()
+    }
+
+    fn locations_of(&self, subject: IdentifierKey) -> Vec<SubjectLocation> {
+        self.locations
+            .range((subject, [0; ID_KEY_LEN])..=(subject, [0xff; ID_KEY_LEN]))
+            .map(|(_, location)| location.clone())
             .collect()
     }
 
@@ -184,11 +248,18 @@ impl Store for MemoryStore {
         Ok(tables.merges.get(&merge_id).cloned())
     }
 
-    fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<ChainHead> {
+    fn append_audit(
+        &self,
+        rows: &[AuditRow],
+        index: &[(u64, IdentifierKey)],
+    ) -> StoreResult<ChainHead> {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         let head = continue_chain(tables.audit_head.unwrap_or(ChainHead::EMPTY), rows)?;
         for row in rows {
             tables.audit.insert(row.sequence, row.clone());
+        }
+        for (sequence, subject) in index {
+            tables.audit_index.insert((*subject, *sequence));
         }
         tables.audit_head = Some(head);
         Ok(head)
@@ -210,6 +281,179 @@ impl Store for MemoryStore {
             .take(limit)
             .map(|(_, row)| row.clone())
             .collect())
+    }
+
+    fn audit_rows_of(
+        &self,
+        subjects: &[IdentifierKey],
+        from: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRow>> {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        let sequences: BTreeSet<u64> = subjects
+            .iter()
+            .flat_map(|subject| {
+                tables
+                    .audit_index
+                    .range((*subject, from)..=(*subject, u64::MAX))
+                    .map(|(_, sequence)| *sequence)
+            })
+            .collect();
+        Ok(sequences
+            .into_iter()
+            .filter_map(|sequence| tables.audit.get(&sequence).cloned())
+            .take(limit)
+            .collect())
+    }
+
+    fn register_locations(
+        &self,
+        network: NetworkId,
+        today: NaiveDate,
+        items: &[SubjectLocation],
+    ) -> StoreResult<Vec<RegisterOutcome>> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            let consents = tables.consents_of(&tables.cluster_of(item.subject));
+            if mpi_core::consent::participation(&consents, network, today).is_none() {
+                outcomes.push(RegisterOutcome::NoParticipation);
+                continue;
+            }
+            let id = id_key(&item.location.id);
+            match tables.location_index.get(&id) {
+                Some(owner) if *owner != item.subject => {
+                    outcomes.push(RegisterOutcome::RegisteredForAnother);
+                    continue;
+                }
+                _ => {}
+            }
+            let stored = match tables.locations.get(&(item.subject, id)) {
+                Some(existing) => {
+                    let mut widened = existing.clone();
+                    widened.location.widen(&item.location);
+                    widened
+                }
+                None => item.clone(),
+            };
+            tables.locations.insert((item.subject, id), stored);
+            tables.location_index.insert(id, item.subject);
+            outcomes.push(RegisterOutcome::Stored);
+        }
+        Ok(outcomes)
+    }
+
+    fn withdraw_locations(&self, ids: &[LocationId]) -> StoreResult<Vec<bool>> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let key = id_key(id);
+                match tables.location_index.remove(&key) {
+                    Some(subject) => tables.locations.remove(&(subject, key)).is_some(),
+                    None => false,
+                }
+            })
+            .collect())
+    }
+
+    fn person_view(&self, person: PersonKey) -> StoreResult<PersonView> {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        let refs = tables.members_of(person);
+        Ok(PersonView {
+            consents: tables.consents_of(&refs),
+            locations: refs.iter().flat_map(|r| tables.locations_of(*r)).collect(),
+            links: refs.iter().flat_map(|r| tables.links_of(*r)).collect(),
+            refs,
+        })
+    }
+
+    fn record_consent(&self, subject: IdentifierKey, consent: &Consent) -> StoreResult<()> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        tables.consents.insert(consent.id, (subject, consent.clone()));
+        tables.subject_consents.insert((subject, consent.id));
+        Ok(())
+    }
+
+    fn consent(&self, id: ConsentId) -> StoreResult<Option<(IdentifierKey, Consent)>> {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(tables.consents.get(&id).cloned())
+    }
+
+    fn revoke_consent(
+        &self,
+        id: ConsentId,
+        revocation: &Revocation,
+        today: NaiveDate,
+    ) -> StoreResult<RevokeOutcome> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let Some((subject, mut consent)) = tables.consents.get(&id).cloned() else {
+            return Ok(RevokeOutcome::Unknown);
+        };
+        if consent.revocation.is_some() {
+            return Ok(RevokeOutcome::AlreadyRevoked);
+        }
+        consent.revocation = Some(revocation.clone());
+        tables.consents.insert(id, (subject, consent.clone()));
+        let cluster = tables.cluster_of(subject);
+        let after = tables.consents_of(&cluster);
+        let (mut links_cut, mut locations_deleted) = (0, 0);
+        if let Some((network, cut, purge)) = revocation_effects(&after, &consent, today) {
+            for reference in &cluster {
+                if cut {
+                    for link in tables.links_of(*reference) {
+                        if link.network == network && tables.remove_link(link.regional_key) {
+                            links_cut += 1;
+                        }
+                    }
+                }
+                if purge {
+                    for located in tables.locations_of(*reference) {
+                        if located.location.id.network == network {
+                            let key = id_key(&located.location.id);
+                            tables.locations.remove(&(*reference, key));
+                            tables.location_index.remove(&key);
+                            locations_deleted += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(RevokeOutcome::Revoked {
+            consent,
+            subject,
+            links_cut,
+            locations_deleted,
+        })
+    }
+
+    fn link_regional(&self, link: &RegionalLink, today: NaiveDate) -> StoreResult<LinkOutcome> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let consents = tables.consents_of(&tables.cluster_of(link.subject));
+        if mpi_core::consent::participation(&consents, link.network, today).is_none() {
+            return Ok(LinkOutcome::NoParticipation);
+        }
+        match tables.links.get(&link.regional_key) {
+            Some(existing) if existing.subject == link.subject => Ok(LinkOutcome::Unchanged),
+            Some(_) => Ok(LinkOutcome::LinkedToAnother),
+            None => {
+                tables.links.insert(link.regional_key, link.clone());
+                tables
+                    .subject_links
+                    .insert((link.subject, link.regional_key));
+                Ok(LinkOutcome::Created)
+            }
+        }
+    }
+
+    fn unlink_regional(&self, regional_key: IdentifierKey) -> StoreResult<bool> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(tables.remove_link(regional_key))
+    }
+
+    fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>> {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(tables.links.get(&regional_key).map(|link| link.subject))
     }
 }
 

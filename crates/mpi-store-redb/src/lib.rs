@@ -8,6 +8,12 @@
 //! - `merges`: merge ID → merge record (what moved, who, when, why, and any unmerge);
 //! - `audit`: sequence → previous hash, hash, event content (the tamper-evident chain);
 //! - `audit_head`: the chain head, anchored apart from the events;
+//! - `audit_index`: subject · sequence → (): which events disclosed whose data;
+//! - `locations`: subject · network · facility · kind · reference digest → location;
+//! - `location_index`: network · facility · kind · reference digest → subject;
+//! - `consents`: consent ID → subject · consent; `subject_consents`: subject · consent ID → ();
+//! - `links`: regional key → subject · network · sealed local ID; `subject_links`: subject ·
+//!   regional key → ();
 //! - `meta`: schema version and the merge sequence.
 //!
 //! Identifiers are keyed hashes before they get here; nothing in the file is an identifier in
@@ -15,12 +21,17 @@
 
 use std::path::Path;
 
+use chrono::NaiveDate;
 use mpi_core::audit::ChainHead;
+use mpi_core::consent::{self, Consent, ConsentId, Revocation};
+use mpi_core::ids::NetworkId;
 use mpi_core::keys::{IdentifierKey, PersonKey};
+use mpi_core::location::{self, LocationId, SubjectLocation};
 use mpi_core::store::codec::{self, QUALIFICATION_KEY_LEN};
 use mpi_core::store::{
-    Attribution, MergeId, MergeOutcome, MergeRecord, MergeRequest, QualificationEntry, Store,
-    StoreError, StoreResult, UnmergeOutcome, UpsertOutcome, superseding_merge,
+    Attribution, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest, PersonView,
+    QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store, StoreError,
+    StoreResult, UnmergeOutcome, UpsertOutcome, revocation_effects, superseding_merge,
 };
 use mpi_core::store::{AuditRow, audit_codec, continue_chain};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -33,6 +44,172 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// The chain head, kept apart from the events so that cutting events off the end shows.
 const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_head");
+const AUDIT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("audit_index");
+const LOCATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locations");
+const LOCATION_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("location_index");
+const CONSENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("consents");
+const SUBJECT_CONSENTS: TableDefinition<&[u8], ()> = TableDefinition::new("subject_consents");
+const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("links");
+const SUBJECT_LINKS: TableDefinition<&[u8], ()> = TableDefinition::new("subject_links");
+
+type Bytes = &'static [u8];
+
+/// `prefix` padded to `len` with zeros and with 0xff: the first and last keys under it.
+fn prefix_range(prefix: &[u8], len: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut from = prefix.to_vec();
+    from.resize(len, 0);
+    let mut to = prefix.to_vec();
+    to.resize(len, 0xff);
+    (from, to)
+}
+
+fn key32(bytes: &[u8]) -> StoreResult<IdentifierKey> {
+    bytes
+        .try_into()
+        .map(IdentifierKey)
+        .map_err(|_| StoreError::Corrupt("key length".into()))
+}
+
+/// The keys under `prefix` in a set-like table, with the prefix cut off.
+fn suffixes(
+    table: &impl ReadableTable<Bytes, ()>,
+    prefix: &[u8],
+    len: usize,
+) -> StoreResult<Vec<Vec<u8>>> {
+    let (from, to) = prefix_range(prefix, len);
+    table
+        .range(from.as_slice()..=to.as_slice())
+        .map_err(engine)?
+        .map(|item| {
+            let (key, _) = item.map_err(engine)?;
+            Ok(key.value()[prefix.len()..].to_vec())
+        })
+        .collect()
+}
+
+fn members_of(
+    members: &impl ReadableTable<Bytes, ()>,
+    person: PersonKey,
+) -> StoreResult<Vec<IdentifierKey>> {
+    suffixes(members, &person.0, 48)?
+        .iter()
+        .map(|suffix| key32(suffix))
+        .collect()
+}
+
+/// The references of the subject's person (the subject alone if it has none).
+fn cluster_of(
+    persons: &impl ReadableTable<Bytes, Bytes>,
+    members: &impl ReadableTable<Bytes, ()>,
+    subject: IdentifierKey,
+) -> StoreResult<Vec<IdentifierKey>> {
+    match persons.get(subject.0.as_slice()).map_err(engine)? {
+        Some(value) => members_of(members, codec::decode_person(value.value())?),
+        None => Ok(vec![subject]),
+    }
+}
+
+fn decode_consent(id: &[u8], value: &[u8]) -> StoreResult<(IdentifierKey, Consent)> {
+    let id = ConsentId(
+        id.try_into()
+            .map_err(|_| StoreError::Corrupt("consent ID length".into()))?,
+    );
+    if value.len() < 32 {
+        return Err(StoreError::Corrupt("consent value too short".into()));
+    }
+    Ok((
+        key32(&value[..32])?,
+        consent::codec::decode(id, &value[32..])?,
+    ))
+}
+
+fn consent_value(subject: IdentifierKey, consent: &Consent) -> Vec<u8> {
+    let mut value = subject.0.to_vec();
+    value.extend_from_slice(&consent::codec::value(consent));
+    value
+}
+
+fn consents_of(
+    consents: &impl ReadableTable<Bytes, Bytes>,
+    subject_consents: &impl ReadableTable<Bytes, ()>,
+    refs: &[IdentifierKey],
+) -> StoreResult<Vec<Consent>> {
+    let mut found = Vec::new();
+    for subject in refs {
+        for id in suffixes(subject_consents, &subject.0, 48)? {
+            let value = consents
+                .get(id.as_slice())
+                .map_err(engine)?
+                .ok_or_else(|| StoreError::Corrupt("consent index names no consent".into()))?;
+            found.push(decode_consent(&id, value.value())?.1);
+        }
+    }
+    found.sort_by_key(|c| (c.recorded_at_micros, c.id));
+    Ok(found)
+}
+
+fn locations_of(
+    locations: &impl ReadableTable<Bytes, Bytes>,
+    subject: IdentifierKey,
+) -> StoreResult<Vec<SubjectLocation>> {
+    let (from, to) = location::codec::subject_range(subject);
+    locations
+        .range(from.as_slice()..=to.as_slice())
+        .map_err(engine)?
+        .map(|item| {
+            let (_, value) = item.map_err(engine)?;
+            Ok(SubjectLocation {
+                subject,
+                location: location::codec::decode(value.value())?,
+            })
+        })
+        .collect()
+}
+
+fn link_value(link: &RegionalLink) -> Vec<u8> {
+    let mut value = link.subject.0.to_vec();
+    value.extend_from_slice(link.network.as_str().as_bytes());
+    value.extend_from_slice(&link.sealed_local);
+    value
+}
+
+fn decode_link(regional_key: IdentifierKey, value: &[u8]) -> StoreResult<RegionalLink> {
+    if value.len() < 39 {
+        return Err(StoreError::Corrupt("link value too short".into()));
+    }
+    let network = std::str::from_utf8(&value[32..39])
+        .ok()
+        .and_then(|text| NetworkId::parse(text).ok())
+        .ok_or_else(|| StoreError::Corrupt("link network".into()))?;
+    Ok(RegionalLink {
+        regional_key,
+        network,
+        subject: key32(&value[..32])?,
+        sealed_local: value[39..].to_vec(),
+    })
+}
+
+fn links_of(
+    links: &impl ReadableTable<Bytes, Bytes>,
+    subject_links: &impl ReadableTable<Bytes, ()>,
+    subject: IdentifierKey,
+) -> StoreResult<Vec<RegionalLink>> {
+    suffixes(subject_links, &subject.0, 64)?
+        .iter()
+        .map(|suffix| {
+            let regional_key = key32(suffix)?;
+            let value = links
+                .get(suffix.as_slice())
+                .map_err(engine)?
+                .ok_or_else(|| StoreError::Corrupt("link index names no link".into()))?;
+            decode_link(regional_key, value.value())
+        })
+        .collect()
+}
+
+fn pair_key(first: &[u8], second: &[u8]) -> Vec<u8> {
+    [first, second].concat()
+}
 
 fn member_key(person: PersonKey, reference: IdentifierKey) -> [u8; 48] {
     let mut key = [0u8; 48];
@@ -99,6 +276,13 @@ impl RedbStore {
             txn.open_table(MERGES).map_err(engine)?;
             txn.open_table(AUDIT).map_err(engine)?;
             txn.open_table(AUDIT_HEAD).map_err(engine)?;
+            txn.open_table(AUDIT_INDEX).map_err(engine)?;
+            txn.open_table(LOCATIONS).map_err(engine)?;
+            txn.open_table(LOCATION_INDEX).map_err(engine)?;
+            txn.open_table(CONSENTS).map_err(engine)?;
+            txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            txn.open_table(LINKS).map_err(engine)?;
+            txn.open_table(SUBJECT_LINKS).map_err(engine)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
             let version = meta
                 .get("schema_version")
@@ -347,7 +531,11 @@ impl Store for RedbStore {
             .transpose()
     }
 
-    fn append_audit(&self, rows: &[AuditRow]) -> StoreResult<ChainHead> {
+    fn append_audit(
+        &self,
+        rows: &[AuditRow],
+        index: &[(u64, IdentifierKey)],
+    ) -> StoreResult<ChainHead> {
         let txn = self.db.begin_write().map_err(engine)?;
         let head = {
             let mut anchor = txn.open_table(AUDIT_HEAD).map_err(engine)?;
@@ -367,6 +555,15 @@ impl Store for RedbStore {
             anchor
                 .insert("head", audit_codec::head_value(head).as_slice())
                 .map_err(engine)?;
+            let mut audit_index = txn.open_table(AUDIT_INDEX).map_err(engine)?;
+            for (sequence, subject) in index {
+                audit_index
+                    .insert(
+                        pair_key(&subject.0, &sequence.to_be_bytes()).as_slice(),
+                        (),
+                    )
+                    .map_err(engine)?;
+            }
             head
         };
         txn.commit().map_err(engine)?;
@@ -399,6 +596,338 @@ impl Store for RedbStore {
                 audit_codec::decode_row(sequence.value(), value.value())
             })
             .collect()
+    }
+
+    fn audit_rows_of(
+        &self,
+        subjects: &[IdentifierKey],
+        from: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRow>> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let index = txn.open_table(AUDIT_INDEX).map_err(engine)?;
+        let audit = txn.open_table(AUDIT).map_err(engine)?;
+        let mut sequences = std::collections::BTreeSet::new();
+        for subject in subjects {
+            let start = pair_key(&subject.0, &from.to_be_bytes());
+            let end = pair_key(&subject.0, &u64::MAX.to_be_bytes());
+            for item in index
+                .range(start.as_slice()..=end.as_slice())
+                .map_err(engine)?
+                .take(limit)
+            {
+                let (key, _) = item.map_err(engine)?;
+                let mut sequence = [0u8; 8];
+                sequence.copy_from_slice(&key.value()[32..]);
+                sequences.insert(u64::from_be_bytes(sequence));
+            }
+        }
+        sequences
+            .into_iter()
+            .take(limit)
+            .map(|sequence| {
+                let value = audit
+                    .get(sequence)
+                    .map_err(engine)?
+                    .ok_or_else(|| StoreError::Corrupt("audit index names no event".into()))?;
+                audit_codec::decode_row(sequence, value.value())
+            })
+            .collect()
+    }
+
+    fn register_locations(
+        &self,
+        network: NetworkId,
+        today: NaiveDate,
+        items: &[SubjectLocation],
+    ) -> StoreResult<Vec<RegisterOutcome>> {
+        // Write in key order (subjects are random hashes), as for qualifications.
+        let keys: Vec<_> = items
+            .iter()
+            .map(|item| location::codec::key(item.subject, &item.location.id))
+            .collect();
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+        let txn = self.db.begin_write().map_err(engine)?;
+        let mut outcomes = vec![RegisterOutcome::NoParticipation; items.len()];
+        {
+            let persons = txn.open_table(PERSONS).map_err(engine)?;
+            let members = txn.open_table(MEMBERS).map_err(engine)?;
+            let consents = txn.open_table(CONSENTS).map_err(engine)?;
+            let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
+            let mut location_index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
+            let mut participating = std::collections::HashMap::new();
+            for index in order {
+                let item = &items[index];
+                let allowed = match participating.get(&item.subject) {
+                    Some(allowed) => *allowed,
+                    None => {
+                        let cluster = cluster_of(&persons, &members, item.subject)?;
+                        let found = consents_of(&consents, &subject_consents, &cluster)?;
+                        let allowed =
+                            consent::participation(&found, network, today).is_some();
+                        participating.insert(item.subject, allowed);
+                        allowed
+                    }
+                };
+                if !allowed {
+                    continue;
+                }
+                let key = &keys[index];
+                let id_key = &key[32..];
+                let owner = location_index
+                    .get(id_key)
+                    .map_err(engine)?
+                    .map(|value| key32(value.value()))
+                    .transpose()?;
+                if owner.is_some_and(|owner| owner != item.subject) {
+                    outcomes[index] = RegisterOutcome::RegisteredForAnother;
+                    continue;
+                }
+                let mut stored = item.location.clone();
+                if let Some(existing) = locations.get(key.as_slice()).map_err(engine)? {
+                    let mut widened = location::codec::decode(existing.value())?;
+                    widened.widen(&item.location);
+                    stored = widened;
+                }
+                locations
+                    .insert(key.as_slice(), location::codec::value(&stored).as_slice())
+                    .map_err(engine)?;
+                if owner.is_none() {
+                    location_index
+                        .insert(id_key, item.subject.0.as_slice())
+                        .map_err(engine)?;
+                }
+                outcomes[index] = RegisterOutcome::Stored;
+            }
+        }
+        txn.commit().map_err(engine)?;
+        Ok(outcomes)
+    }
+
+    fn withdraw_locations(&self, ids: &[LocationId]) -> StoreResult<Vec<bool>> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let mut found = Vec::with_capacity(ids.len());
+        {
+            let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
+            let mut location_index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
+            for id in ids {
+                let id_key = location::codec::id_key(id);
+                let subject = location_index
+                    .remove(id_key.as_slice())
+                    .map_err(engine)?
+                    .map(|value| key32(value.value()))
+                    .transpose()?;
+                let removed = match subject {
+                    Some(subject) => locations
+                        .remove(location::codec::key(subject, id).as_slice())
+                        .map_err(engine)?
+                        .is_some(),
+                    None => false,
+                };
+                found.push(removed);
+            }
+        }
+        txn.commit().map_err(engine)?;
+        Ok(found)
+    }
+
+    fn person_view(&self, person: PersonKey) -> StoreResult<PersonView> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let members = txn.open_table(MEMBERS).map_err(engine)?;
+        let refs = members_of(&members, person)?;
+        let consents = txn.open_table(CONSENTS).map_err(engine)?;
+        let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+        let locations = txn.open_table(LOCATIONS).map_err(engine)?;
+        let links = txn.open_table(LINKS).map_err(engine)?;
+        let subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
+        let mut view = PersonView {
+            consents: consents_of(&consents, &subject_consents, &refs)?,
+            ..PersonView::default()
+        };
+        for reference in &refs {
+            view.locations.extend(locations_of(&locations, *reference)?);
+            view.links
+                .extend(links_of(&links, &subject_links, *reference)?);
+        }
+        view.refs = refs;
+        Ok(view)
+    }
+
+    fn record_consent(&self, subject: IdentifierKey, consent: &Consent) -> StoreResult<()> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        {
+            let mut consents = txn.open_table(CONSENTS).map_err(engine)?;
+            consents
+                .insert(
+                    consent.id.0.as_slice(),
+                    consent_value(subject, consent).as_slice(),
+                )
+                .map_err(engine)?;
+            let mut subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            subject_consents
+                .insert(pair_key(&subject.0, &consent.id.0).as_slice(), ())
+                .map_err(engine)?;
+        }
+        txn.commit().map_err(engine)?;
+        Ok(())
+    }
+
+    fn consent(&self, id: ConsentId) -> StoreResult<Option<(IdentifierKey, Consent)>> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let consents = txn.open_table(CONSENTS).map_err(engine)?;
+        consents
+            .get(id.0.as_slice())
+            .map_err(engine)?
+            .map(|value| decode_consent(&id.0, value.value()))
+            .transpose()
+    }
+
+    fn revoke_consent(
+        &self,
+        id: ConsentId,
+        revocation: &Revocation,
+        today: NaiveDate,
+    ) -> StoreResult<RevokeOutcome> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let outcome = {
+            let mut consents = txn.open_table(CONSENTS).map_err(engine)?;
+            let stored = consents
+                .get(id.0.as_slice())
+                .map_err(engine)?
+                .map(|value| decode_consent(&id.0, value.value()))
+                .transpose()?;
+            let Some((subject, mut revoked)) = stored else {
+                return Ok(RevokeOutcome::Unknown);
+            };
+            if revoked.revocation.is_some() {
+                return Ok(RevokeOutcome::AlreadyRevoked);
+            }
+            revoked.revocation = Some(revocation.clone());
+            consents
+                .insert(id.0.as_slice(), consent_value(subject, &revoked).as_slice())
+                .map_err(engine)?;
+            let persons = txn.open_table(PERSONS).map_err(engine)?;
+            let members = txn.open_table(MEMBERS).map_err(engine)?;
+            let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            let cluster = cluster_of(&persons, &members, subject)?;
+            let after = consents_of(&consents, &subject_consents, &cluster)?;
+            let (mut links_cut, mut locations_deleted) = (0, 0);
+            if let Some((network, cut, purge)) = revocation_effects(&after, &revoked, today) {
+                let mut links = txn.open_table(LINKS).map_err(engine)?;
+                let mut subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
+                let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
+                let mut location_index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
+                for reference in &cluster {
+                    if cut {
+                        for link in links_of(&links, &subject_links, *reference)? {
+                            if link.network == network {
+                                links.remove(link.regional_key.0.as_slice()).map_err(engine)?;
+                                subject_links
+                                    .remove(
+                                        pair_key(&reference.0, &link.regional_key.0).as_slice(),
+                                    )
+                                    .map_err(engine)?;
+                                links_cut += 1;
+                            }
+                        }
+                    }
+                    if purge {
+                        let (from, to) = location::codec::network_range(*reference, network);
+                        let doomed: Vec<Vec<u8>> = locations
+                            .range(from.as_slice()..=to.as_slice())
+                            .map_err(engine)?
+                            .map(|item| item.map(|(key, _)| key.value().to_vec()).map_err(engine))
+                            .collect::<StoreResult<_>>()?;
+                        for key in doomed {
+                            locations.remove(key.as_slice()).map_err(engine)?;
+                            location_index.remove(&key[32..]).map_err(engine)?;
+                            locations_deleted += 1;
+                        }
+                    }
+                }
+            }
+            RevokeOutcome::Revoked {
+                consent: revoked,
+                subject,
+                links_cut,
+                locations_deleted,
+            }
+        };
+        txn.commit().map_err(engine)?;
+        Ok(outcome)
+    }
+
+    fn link_regional(&self, link: &RegionalLink, today: NaiveDate) -> StoreResult<LinkOutcome> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let outcome = {
+            let persons = txn.open_table(PERSONS).map_err(engine)?;
+            let members = txn.open_table(MEMBERS).map_err(engine)?;
+            let consents = txn.open_table(CONSENTS).map_err(engine)?;
+            let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            let cluster = cluster_of(&persons, &members, link.subject)?;
+            let found = consents_of(&consents, &subject_consents, &cluster)?;
+            if consent::participation(&found, link.network, today).is_none() {
+                return Ok(LinkOutcome::NoParticipation);
+            }
+            let mut links = txn.open_table(LINKS).map_err(engine)?;
+            let existing = links
+                .get(link.regional_key.0.as_slice())
+                .map_err(engine)?
+                .map(|value| decode_link(link.regional_key, value.value()))
+                .transpose()?;
+            match existing {
+                Some(existing) if existing.subject == link.subject => LinkOutcome::Unchanged,
+                Some(_) => LinkOutcome::LinkedToAnother,
+                None => {
+                    links
+                        .insert(link.regional_key.0.as_slice(), link_value(link).as_slice())
+                        .map_err(engine)?;
+                    let mut subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
+                    subject_links
+                        .insert(
+                            pair_key(&link.subject.0, &link.regional_key.0).as_slice(),
+                            (),
+                        )
+                        .map_err(engine)?;
+                    LinkOutcome::Created
+                }
+            }
+        };
+        txn.commit().map_err(engine)?;
+        Ok(outcome)
+    }
+
+    fn unlink_regional(&self, regional_key: IdentifierKey) -> StoreResult<bool> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let removed = {
+            let mut links = txn.open_table(LINKS).map_err(engine)?;
+            let removed = links
+                .remove(regional_key.0.as_slice())
+                .map_err(engine)?
+                .map(|value| decode_link(regional_key, value.value()))
+                .transpose()?;
+            if let Some(link) = &removed {
+                let mut subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
+                subject_links
+                    .remove(pair_key(&link.subject.0, &regional_key.0).as_slice())
+                    .map_err(engine)?;
+            }
+            removed.is_some()
+        };
+        txn.commit().map_err(engine)?;
+        Ok(removed)
+    }
+
+    fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let links = txn.open_table(LINKS).map_err(engine)?;
+        links
+            .get(regional_key.0.as_slice())
+            .map_err(engine)?
+            .map(|value| decode_link(regional_key, value.value()).map(|link| link.subject))
+            .transpose()
     }
 }
 
@@ -466,7 +995,7 @@ mod tests {
         let (events, _) = chain(ChainHead::EMPTY, (1..=8).map(event).collect());
         RedbStore::open(&path)
             .unwrap()
-            .append_audit(&events.iter().map(AuditRow::of).collect::<Vec<_>>())
+            .append_audit(&events.iter().map(AuditRow::of).collect::<Vec<_>>(), &[])
             .unwrap();
         let verify_file = || {
             let store = RedbStore::open(&path).unwrap();
