@@ -1,4 +1,4 @@
-//! Health, reflection (v1 and v1alpha), metrics, and the RPCs of later versions.
+//! Health, reflection (v1 and v1alpha), metrics, and the role check on every RPC.
 
 use mpi_proto::v1 as pb;
 use tokio_stream::StreamExt;
@@ -95,7 +95,7 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
 }
 
 #[tokio::test]
-async fn later_rpcs_answer_unimplemented_to_the_right_role() {
+async fn empty_requests_are_invalid_arguments_for_the_right_role() {
     let server = TestServer::start().await;
     let network = server.channel("network-a").await;
     let clinician = server.channel("clinician-a").await;
@@ -185,7 +185,7 @@ async fn later_rpcs_answer_unimplemented_to_the_right_role() {
                 .code(),
         );
     }
-    assert_eq!(codes, vec![Code::Unimplemented; 10]);
+    assert_eq!(codes, vec![Code::InvalidArgument; 10]);
 }
 
 #[tokio::test]

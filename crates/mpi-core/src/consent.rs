@@ -225,7 +225,8 @@ pub fn participation(
         return None;
     }
     consents.iter().find(|c| {
-        c.in_force(today) && matches!(c.grant, ConsentGrant::Participation { network: n } if n == network)
+        c.in_force(today)
+            && matches!(c.grant, ConsentGrant::Participation { network: n } if n == network)
     })
 }
 

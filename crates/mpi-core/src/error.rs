@@ -39,9 +39,6 @@ pub enum ServiceError {
     /// A limit was exceeded.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
-    /// Not implemented in this version.
-    #[error("not implemented: {0}")]
-    Unimplemented(&'static str),
     /// Persistence failed; the cause is logged, never sent.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -120,9 +120,8 @@ impl Keyer {
             prototype,
             sealing: std::sync::Arc::new(sealing_key(&[0; 32])),
         };
-        keyer.sealing = std::sync::Arc::new(sealing_key(
-            &keyer.mac(b"kouiki-mpi/sealing-key/v1", &[]),
-        ));
+        keyer.sealing =
+            std::sync::Arc::new(sealing_key(&keyer.mac(b"kouiki-mpi/sealing-key/v1", &[])));
         keyer
     }
 
@@ -149,8 +148,7 @@ impl Keyer {
     /// Opens what [`Keyer::seal`] sealed for `bound_to`.
     pub fn open(&self, bound_to: &IdentifierKey, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
         let header = 1 + ring::aead::NONCE_LEN;
-        if sealed.len() < header + ring::aead::AES_256_GCM.tag_len()
-            || sealed[0] != SEALED_VERSION
+        if sealed.len() < header + ring::aead::AES_256_GCM.tag_len() || sealed[0] != SEALED_VERSION
         {
             return Err(OpenError);
         }

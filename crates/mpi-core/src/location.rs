@@ -75,7 +75,10 @@ impl RecordReference {
         if text.chars().count() > Self::MAX_CHARS {
             return Err(ReferenceTextError::TooLong);
         }
-        if text.chars().any(|c| c.is_control() || (c.is_whitespace() && c != ' ')) {
+        if text
+            .chars()
+            .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
+        {
             return Err(ReferenceTextError::NotPrintable);
         }
         Ok(Self(text.to_owned()))
@@ -238,8 +241,8 @@ pub mod codec {
         let network = NetworkId::parse(text(17..24)?).map_err(|_| corrupt("network"))?;
         let facility = FacilityCode::parse(text(24..34)?).map_err(|_| corrupt("facility"))?;
         let kind = RecordKind::from_code(value[34]).ok_or_else(|| corrupt("kind"))?;
-        let reference = RecordReference::parse(text(35..value.len())?)
-            .map_err(|_| corrupt("reference"))?;
+        let reference =
+            RecordReference::parse(text(35..value.len())?).map_err(|_| corrupt("reference"))?;
         if last_service < first_service {
             return Err(corrupt("span"));
         }

@@ -258,10 +258,12 @@ impl Mpi {
         let Some(reference) = self.store().regional_subject(self.keyer().regional(id))? else {
             return Ok(Resolved::Unknown);
         };
-        Ok(match self.store().persons_of(&[reference])?.pop().flatten() {
-            Some(person) => Resolved::One(Subject { person, reference }),
-            None => Resolved::Unknown,
-        })
+        Ok(
+            match self.store().persons_of(&[reference])?.pop().flatten() {
+                Some(person) => Resolved::One(Subject { person, reference }),
+                None => Resolved::Unknown,
+            },
+        )
     }
 
     /// Resolves a patient as of `on`, or fails with NOT_FOUND or FAILED_PRECONDITION.
@@ -327,19 +329,17 @@ impl Mpi {
             }
         }
         let today = crate::dates::today_in_japan();
-        let stored = self
-            .store()
-            .register_locations(network, today, &writes)?;
+        let stored = self.store().register_locations(network, today, &writes)?;
         for (index, outcome) in positions.into_iter().zip(stored) {
             outcomes[index] = Some(match outcome {
                 RegisterOutcome::Stored => ItemOutcome::Stored,
                 RegisterOutcome::NoParticipation => ItemOutcome::NoParticipation,
-                RegisterOutcome::RegisteredForAnother => ItemOutcome::Invalid(vec![
-                    FieldViolation::new(
+                RegisterOutcome::RegisteredForAnother => {
+                    ItemOutcome::Invalid(vec![FieldViolation::new(
                         "reference",
                         "is already registered for another patient at this facility and kind; withdraw it first",
-                    ),
-                ]),
+                    )])
+                }
             });
         }
         Ok(outcomes
@@ -511,7 +511,9 @@ impl Mpi {
                 regional_key,
                 network: regional.network(),
                 subject: subject.reference,
-                sealed_local: self.keyer().seal(&regional_key, regional.local().as_bytes()),
+                sealed_local: self
+                    .keyer()
+                    .seal(&regional_key, regional.local().as_bytes()),
             };
             let today = crate::dates::today_in_japan();
             match self.store().link_regional(&link, today)? {

@@ -199,8 +199,3 @@ impl std::fmt::Debug for Mpi {
         f.write_str("Mpi(..)")
     }
 }
-
-/// Keeps `ServiceError` in use for operations that later issues fill in.
-pub fn unimplemented(operation: crate::authz::Operation) -> ServiceError {
-    ServiceError::Unimplemented(operation.name())
-}

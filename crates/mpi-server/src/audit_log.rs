@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use mpi_core::audit::{ChainHead, NewAuditEvent, chain};
+use mpi_core::keys::IdentifierKey;
 use mpi_core::store::{AuditRow, Store, StoreError};
 use mpi_core::{ServiceError, ServiceResult};
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +18,8 @@ const QUEUE: usize = 16_384;
 
 struct Pending {
     event: NewAuditEvent,
+    /// The person references whose data the event disclosed, indexed with its sequence.
+    disclosed: Vec<IdentifierKey>,
     done: oneshot::Sender<Result<u64, String>>,
 }
 
@@ -48,12 +51,21 @@ impl AuditLog {
     }
 
     /// Appends one event and waits until it is durable; returns its sequence number.
-    pub async fn record(&self, event: NewAuditEvent) -> ServiceResult<u64> {
+    /// `disclosed` names the person references whose data it disclosed (for access disclosure).
+    pub async fn record(
+        &self,
+        event: NewAuditEvent,
+        disclosed: Vec<IdentifierKey>,
+    ) -> ServiceResult<u64> {
         let (done, answer) = oneshot::channel();
         let unavailable =
             || ServiceError::Store(StoreError::Engine("the audit log is not writing".into()));
         self.sender
-            .send(Pending { event, done })
+            .send(Pending {
+                event,
+                disclosed,
+                done,
+            })
             .await
             .map_err(|_| unavailable())?;
         match answer.await {
@@ -96,7 +108,17 @@ fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Re
         let events = group.iter().map(|pending| pending.event.clone()).collect();
         let (chained, _) = chain(head, events);
         let rows: Vec<AuditRow> = chained.iter().map(AuditRow::of).collect();
-        match store.append_audit(&rows, &[]) {
+        let index: Vec<(u64, IdentifierKey)> = group
+            .iter()
+            .zip(&chained)
+            .flat_map(|(pending, event)| {
+                pending
+                    .disclosed
+                    .iter()
+                    .map(move |subject| (event.sequence, *subject))
+            })
+            .collect();
+        match store.append_audit(&rows, &index) {
             Ok(new_head) => {
                 head = new_head;
                 for (pending, event) in group.into_iter().zip(&chained) {

@@ -48,6 +48,17 @@ pub struct FileConfig {
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsFileConfig,
+    /// `[consent]`.
+    #[serde(default)]
+    pub consent: ConsentFileConfig,
+}
+
+/// `[consent]` of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentFileConfig {
+    /// `consent.emergency_access`.
+    pub emergency_access: Option<bool>,
 }
 
 /// `[tls]` of the TOML file.
@@ -177,6 +188,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Limits.
     pub limits: Limits,
+    /// The emergency purpose may stand in for a missing disclosure grant (with a stated
+    /// reason, audited as emergency; never against an opt-out). Off by default.
+    pub emergency_access: bool,
 }
 
 /// Default gRPC address.
@@ -356,6 +370,7 @@ impl Config {
             tls,
             log_format,
             limits,
+            emergency_access: file.consent.emergency_access.unwrap_or(false),
         })
     }
 }

@@ -2,12 +2,18 @@
 //! only this module (with the adapters) knows both the wire and the domain types.
 
 use chrono::NaiveDate;
-use mpi_core::FieldViolation;
+use mpi_core::consent::{
+    Consent, ConsentGrant, ConsentId, ConsentStatus, DisclosureScope, Purpose, Recipients,
+    SourceNetworks,
+};
 use mpi_core::dates::{parse_date, parse_optional_date};
-use mpi_core::ids::{InsuredId, ProviderPersonRef};
+use mpi_core::ids::{FacilityCode, InsuredId, NetworkId, ProviderPersonRef, RegionalId};
+use mpi_core::location::{Location, LocationId, RecordKind, RecordReference};
 use mpi_core::qualification::{
     Demographics, InsuredPatient, QualificationPeriod, QualificationRecord, ReasonOfLoss, Sex,
 };
+use mpi_core::records::{LocationFilter, NewConsent, Page, PatientRef, Registration, Why};
+use mpi_core::{FieldViolation, ServiceError};
 use mpi_proto::v1 as pb;
 
 /// Validation result: every violation found, not only the first.
@@ -276,6 +282,642 @@ pub fn purpose(field: &str, value: i32) -> Checked<pb::Purpose> {
             field,
             format!("unknown purpose value {value}"),
         )]),
+    }
+}
+
+/// A purpose that must be given, as the domain's.
+pub fn domain_purpose(field: &str, value: i32) -> Checked<Purpose> {
+    purpose(field, value).and_then(|_| {
+        u8::try_from(value)
+            .ok()
+            .and_then(Purpose::from_code)
+            .ok_or_else(|| vec![FieldViolation::new(field, "purpose is required")])
+    })
+}
+
+/// A required record kind at `field`.
+pub fn record_kind(field: &str, value: i32) -> Checked<RecordKind> {
+    match u8::try_from(value).ok().and_then(RecordKind::from_code) {
+        Some(kind) => Ok(kind),
+        None if value == 0 => Err(vec![FieldViolation::new(field, "record kind is required")]),
+        None => Err(vec![FieldViolation::new(
+            field,
+            format!("unknown record kind value {value}"),
+        )]),
+    }
+}
+
+/// A list of record kinds (empty means every kind); duplicates are harmless.
+pub fn record_kinds(field: &str, values: &[i32]) -> Checked<Vec<RecordKind>> {
+    let mut violations = Vec::new();
+    let mut kinds = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        match record_kind(&format!("{field}[{index}]"), *value) {
+            Ok(kind) if !kinds.contains(&kind) => kinds.push(kind),
+            Ok(_) => {}
+            Err(found) => violations.extend(found),
+        }
+    }
+    if violations.is_empty() {
+        Ok(kinds)
+    } else {
+        Err(violations)
+    }
+}
+
+/// A required network ID at `field`.
+pub fn network_id(field: &str, value: &str) -> Checked<NetworkId> {
+    NetworkId::parse(value).map_err(|error| vec![FieldViolation::new(field, &error)])
+}
+
+/// A required facility code at `field`.
+pub fn facility_code(field: &str, value: &str) -> Checked<FacilityCode> {
+    FacilityCode::parse(value).map_err(|error| vec![FieldViolation::new(field, &error)])
+}
+
+/// Fails with PERMISSION_DENIED when a request names a network other than the caller's own
+/// (an empty field means the caller's own). A malformed ID is INVALID_ARGUMENT.
+pub fn own_network(field: &str, value: &str, caller: NetworkId) -> Result<(), ServiceError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let named = network_id(field, value).map_err(ServiceError::InvalidArgument)?;
+    if named == caller {
+        Ok(())
+    } else {
+        Err(ServiceError::PermissionDenied(format!(
+            "{field}: network {caller} may act only for itself, not for {named}"
+        )))
+    }
+}
+
+/// A regional ID of `network` at `field`.
+pub fn regional_id(field: &str, value: &str, network: NetworkId) -> Checked<RegionalId> {
+    RegionalId::new(network, value).map_err(|error| vec![FieldViolation::new(field, &error)])
+}
+
+/// A patient reference at `field`: by insured ID, or by the caller's own regional ID (only
+/// callers bound to a network have one).
+pub fn patient_ref(
+    field: &str,
+    message: Option<&pb::PatientReference>,
+    caller_network: Option<NetworkId>,
+) -> Checked<PatientRef> {
+    match message.and_then(|m| m.patient.as_ref()) {
+        None => Err(vec![FieldViolation::new(
+            field,
+            "patient is required (insured or regional_id)",
+        )]),
+        Some(pb::patient_reference::Patient::Insured(insured)) => {
+            insured_patient(&join(field, "insured"), Some(insured)).map(PatientRef::Insured)
+        }
+        Some(pb::patient_reference::Patient::RegionalId(local)) => {
+            let field = join(field, "regional_id");
+            match caller_network {
+                Some(network) => regional_id(&field, local, network).map(PatientRef::Regional),
+                None => Err(vec![FieldViolation::new(
+                    field,
+                    "only callers bound to a network can name a patient by regional ID; use insured",
+                )]),
+            }
+        }
+    }
+}
+
+/// A record reference at `field`.
+pub fn record_reference(field: &str, value: &str) -> Checked<RecordReference> {
+    RecordReference::parse(value).map_err(|error| vec![FieldViolation::new(field, &error)])
+}
+
+/// One item of RegisterLocations; field paths are relative to the item. The caller's network
+/// is the location's.
+pub fn registration(item: &pb::LocationRegistration, network: NetworkId) -> Checked<Registration> {
+    all_ok! {
+        patient = patient_ref("patient", item.patient.as_ref(), Some(network));
+        facility = facility_code("facility_code", &item.facility_code);
+        kind = record_kind("kind", item.kind);
+        first = date("first_service_date", &item.first_service_date);
+        last = optional_date("last_service_date", &item.last_service_date);
+        reference = record_reference("reference", &item.reference);
+    }
+    let last = last.unwrap_or(first);
+    if last < first {
+        return Err(vec![FieldViolation::new(
+            "last_service_date",
+            "must not be before first_service_date",
+        )]);
+    }
+    let today = mpi_core::dates::today_in_japan();
+    if first > today {
+        return Err(vec![FieldViolation::new(
+            "first_service_date",
+            "must not be in the future",
+        )]);
+    }
+    Ok(Registration {
+        patient,
+        location: Location {
+            id: LocationId {
+                network,
+                facility,
+                kind,
+                reference,
+            },
+            first_service: first,
+            last_service: last,
+            registered_at_micros: 0,
+        },
+    })
+}
+
+/// One key of WithdrawLocations at `field`, in the caller's network.
+pub fn location_key(field: &str, key: &pb::LocationKey, network: NetworkId) -> Checked<LocationId> {
+    all_ok! {
+        facility = facility_code(&join(field, "facility_code"), &key.facility_code);
+        kind = record_kind(&join(field, "kind"), key.kind);
+        reference = record_reference(&join(field, "reference"), &key.reference);
+    }
+    Ok(LocationId {
+        network,
+        facility,
+        kind,
+        reference,
+    })
+}
+
+/// Purpose and, for emergencies, the reason.
+pub fn why(purpose_field: &str, purpose: i32, reason_field: &str, reason: &str) -> Checked<Why> {
+    let purpose = domain_purpose(purpose_field, purpose)?;
+    match (purpose, reason.is_empty()) {
+        (Purpose::Emergency, _) => {
+            let reason = self::reason(reason_field, reason)?;
+            Ok(Why {
+                purpose,
+                emergency_reason: Some(reason),
+            })
+        }
+        (_, true) => Ok(Why {
+            purpose,
+            emergency_reason: None,
+        }),
+        (_, false) => Err(vec![FieldViolation::new(
+            reason_field,
+            "is only allowed with PURPOSE_EMERGENCY",
+        )]),
+    }
+}
+
+/// Default and largest page sizes (common.proto).
+pub const PAGE_DEFAULT: usize = 100;
+/// See [`PAGE_DEFAULT`].
+pub const PAGE_MAX: usize = 1000;
+
+/// A page: size 0 means the default, larger than the maximum is capped; the token is the one
+/// the previous page returned.
+pub fn page(size_field: &str, size: i32, token_field: &str, token: &str) -> Checked<Page> {
+    all_ok! {
+        size = match size {
+            0 => Ok(PAGE_DEFAULT),
+            n if n < 0 => Err(vec![FieldViolation::new(size_field, "must not be negative")]),
+            n => Ok((n as usize).min(PAGE_MAX)),
+        };
+        offset = page_token(token_field, token);
+    }
+    Ok(Page {
+        size,
+        offset: offset as usize,
+    })
+}
+
+/// A page token: empty for the first page, else the decimal position the server returned.
+pub fn page_token(field: &str, token: &str) -> Checked<u64> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .parse::<u64>()
+        .ok()
+        .filter(|_| token.len() <= 20 && token.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            vec![FieldViolation::new(
+                field,
+                "is not a page token this server issued",
+            )]
+        })
+}
+
+/// FindLocations.
+pub fn find_request(
+    message: &pb::FindLocationsRequest,
+    network: NetworkId,
+) -> Checked<(PatientRef, LocationFilter, Why, Page)> {
+    all_ok! {
+        patient = patient_ref("patient", message.patient.as_ref(), Some(network));
+        kinds = record_kinds("kinds", &message.kinds);
+        from = optional_date("service_from", &message.service_from);
+        to = optional_date("service_to", &message.service_to);
+        why = why("purpose", message.purpose, "emergency_reason", &message.emergency_reason);
+        page = page("page_size", message.page_size, "page_token", &message.page_token);
+    }
+    if let (Some(from), Some(to)) = (from, to)
+        && to < from
+    {
+        return Err(vec![FieldViolation::new(
+            "service_to",
+            "must not be before service_from",
+        )]);
+    }
+    Ok((patient, LocationFilter { kinds, from, to }, why, page))
+}
+
+/// CrossReference.
+pub fn cross_reference_request(
+    message: &pb::CrossReferenceRequest,
+    network: NetworkId,
+) -> Checked<(PatientRef, NetworkId, Why)> {
+    all_ok! {
+        patient = patient_ref("patient", message.patient.as_ref(), Some(network));
+        target = network_id("target_network_id", &message.target_network_id);
+        why = why("purpose", message.purpose, "emergency_reason", &message.emergency_reason);
+    }
+    Ok((patient, target, why))
+}
+
+/// LinkRegionalId: the patient, the day, the regional ID of the caller's network.
+pub fn link_request(
+    message: &pb::LinkRegionalIdRequest,
+    network: NetworkId,
+) -> Checked<(InsuredPatient, NaiveDate, RegionalId)> {
+    all_ok! {
+        patient = insured_patient("patient", message.patient.as_ref());
+        as_of = optional_date("as_of", &message.as_of);
+        regional = regional_id("regional_id", &message.regional_id, network);
+    }
+    Ok((
+        patient,
+        as_of.unwrap_or_else(mpi_core::dates::today_in_japan),
+        regional,
+    ))
+}
+
+/// UnlinkRegionalId.
+pub fn unlink_request(
+    message: &pb::UnlinkRegionalIdRequest,
+    network: NetworkId,
+) -> Checked<RegionalId> {
+    all_ok! {
+        regional = regional_id("regional_id", &message.regional_id, network);
+        _why = reason("reason", &message.reason);
+    }
+    Ok(regional)
+}
+
+fn network_list(field: &str, values: &[String]) -> Checked<Vec<NetworkId>> {
+    if values.is_empty() {
+        return Err(vec![FieldViolation::new(field, "must name at least one")]);
+    }
+    let mut violations = Vec::new();
+    let mut found = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        match network_id(&format!("{field}[{index}]"), value) {
+            Ok(network) => found.push(network),
+            Err(more) => violations.extend(more),
+        }
+    }
+    if violations.is_empty() {
+        Ok(found)
+    } else {
+        Err(violations)
+    }
+}
+
+fn disclosure_scope(field: &str, scope: Option<&pb::DisclosureScope>) -> Checked<DisclosureScope> {
+    let Some(scope) = scope else {
+        return Err(vec![FieldViolation::new(
+            field,
+            "is required for a disclosure consent",
+        )]);
+    };
+    let recipients_field = join(field, "recipients");
+    let recipients = match scope
+        .recipients
+        .as_ref()
+        .and_then(|r| r.recipients.as_ref())
+    {
+        None => Err(vec![FieldViolation::new(
+            &recipients_field,
+            "is required (any_facility, networks or facilities)",
+        )]),
+        Some(pb::recipients::Recipients::AnyFacility(true)) => Ok(Recipients::AnyFacility),
+        Some(pb::recipients::Recipients::AnyFacility(false)) => Err(vec![FieldViolation::new(
+            join(&recipients_field, "any_facility"),
+            "must be true when set",
+        )]),
+        Some(pb::recipients::Recipients::Networks(list)) => network_list(
+            &join(&recipients_field, "networks.network_ids"),
+            &list.network_ids,
+        )
+        .map(Recipients::Networks),
+        Some(pb::recipients::Recipients::Facilities(list)) => {
+            let field = join(&recipients_field, "facilities.facility_codes");
+            if list.facility_codes.is_empty() {
+                Err(vec![FieldViolation::new(field, "must name at least one")])
+            } else {
+                list.facility_codes
+                    .iter()
+                    .enumerate()
+                    .map(|(index, code)| facility_code(&format!("{field}[{index}]"), code))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Recipients::Facilities)
+            }
+        }
+    };
+    let sources = match (
+        scope.all_source_networks,
+        scope.source_network_ids.is_empty(),
+    ) {
+        (true, true) => Ok(SourceNetworks::All),
+        (true, false) => Err(vec![FieldViolation::new(
+            join(field, "source_network_ids"),
+            "must be empty when all_source_networks is set",
+        )]),
+        (false, true) => Ok(SourceNetworks::Recording),
+        (false, false) => network_list(
+            &join(field, "source_network_ids"),
+            &scope.source_network_ids,
+        )
+        .map(SourceNetworks::Listed),
+    };
+    let purposes = scope
+        .purposes
+        .iter()
+        .enumerate()
+        .map(|(index, p)| domain_purpose(&format!("{}[{index}]", join(field, "purposes")), *p))
+        .collect::<Result<Vec<_>, _>>();
+    all_ok! {
+        recipients = recipients;
+        sources = sources;
+        kinds = record_kinds(&join(field, "kinds"), &scope.kinds);
+        purposes = purposes;
+    }
+    Ok(DisclosureScope {
+        sources,
+        recipients,
+        kinds,
+        purposes,
+    })
+}
+
+/// An evidence reference: 1 to 128 printable characters.
+pub fn evidence(field: &str, value: &str) -> Checked<String> {
+    if value.trim().is_empty() {
+        return Err(vec![FieldViolation::new(
+            field,
+            "is required (the consent form or document ID)",
+        )]);
+    }
+    if value.chars().count() > mpi_core::records::EVIDENCE_MAX_CHARS {
+        return Err(vec![FieldViolation::new(
+            field,
+            format!(
+                "must be at most {} characters",
+                mpi_core::records::EVIDENCE_MAX_CHARS
+            ),
+        )]);
+    }
+    if value.chars().any(char::is_control) {
+        return Err(vec![FieldViolation::new(
+            field,
+            "must not contain control characters",
+        )]);
+    }
+    Ok(value.to_owned())
+}
+
+/// RecordConsent. A network caller's empty `network_id` is its own network; an operator must
+/// name it for participation and disclosure and must leave it empty for an opt-out.
+pub fn consent_request(
+    message: &pb::RecordConsentRequest,
+    caller_network: Option<NetworkId>,
+) -> Checked<NewConsent> {
+    let network = || match (message.network_id.is_empty(), caller_network) {
+        (true, Some(own)) => Ok(own),
+        (true, None) => Err(vec![FieldViolation::new(
+            "network_id",
+            "is required: the network the consent was given to",
+        )]),
+        (false, _) => network_id("network_id", &message.network_id),
+    };
+    let grant = match pb::ConsentKind::try_from(message.kind) {
+        Ok(pb::ConsentKind::Participation) => network().and_then(|network| {
+            if message.scope.is_some() {
+                Err(vec![FieldViolation::new(
+                    "scope",
+                    "is only allowed for a disclosure consent",
+                )])
+            } else {
+                Ok(ConsentGrant::Participation { network })
+            }
+        }),
+        Ok(pb::ConsentKind::Disclosure) => {
+            all_ok! {
+                network = network();
+                scope = disclosure_scope("scope", message.scope.as_ref());
+            }
+            Ok(ConsentGrant::Disclosure { network, scope })
+        }
+        Ok(pb::ConsentKind::OptOut) => {
+            if !message.network_id.is_empty() {
+                Err(vec![FieldViolation::new(
+                    "network_id",
+                    "must be empty for an opt-out (it applies everywhere)",
+                )])
+            } else if message.scope.is_some() {
+                Err(vec![FieldViolation::new(
+                    "scope",
+                    "is only allowed for a disclosure consent",
+                )])
+            } else {
+                Ok(ConsentGrant::OptOut)
+            }
+        }
+        Ok(pb::ConsentKind::Unspecified) => Err(vec![FieldViolation::new(
+            "kind",
+            "consent kind is required",
+        )]),
+        Err(_) => Err(vec![FieldViolation::new(
+            "kind",
+            format!("unknown consent kind value {}", message.kind),
+        )]),
+    };
+    all_ok! {
+        patient = patient_ref("patient", message.patient.as_ref(), caller_network);
+        grant = grant;
+        valid_from = optional_date("valid_from", &message.valid_from);
+        valid_until = optional_date("valid_until", &message.valid_until);
+        evidence = evidence("evidence_reference", &message.evidence_reference);
+    }
+    Ok(NewConsent {
+        patient,
+        grant,
+        valid_from,
+        valid_until,
+        evidence,
+    })
+}
+
+/// A consent ID at `field`.
+pub fn consent_id(field: &str, value: &str) -> Checked<ConsentId> {
+    ConsentId::parse(value).ok_or_else(|| {
+        vec![FieldViolation::new(
+            field,
+            "must be the 32 hex digits RecordConsent returned",
+        )]
+    })
+}
+
+/// RevokeConsent.
+pub fn revoke_request(
+    message: &pb::RevokeConsentRequest,
+) -> Checked<(ConsentId, mpi_core::reason::Reason)> {
+    all_ok! {
+        id = consent_id("consent_id", &message.consent_id);
+        why = reason("reason", &message.reason);
+    }
+    Ok((id, why))
+}
+
+/// ListConsents.
+pub fn list_consents_request(message: &pb::ListConsentsRequest) -> Checked<(PatientRef, Page)> {
+    all_ok! {
+        patient = patient_ref("patient", message.patient.as_ref(), None);
+        _purpose = purpose("purpose", message.purpose);
+        page = page("page_size", message.page_size, "page_token", &message.page_token);
+    }
+    Ok((patient, page))
+}
+
+fn micros(field: &str, value: Option<&pbjson_types::Timestamp>) -> Checked<Option<i64>> {
+    let Some(value) = value else { return Ok(None) };
+    if !(0..1_000_000_000).contains(&value.nanos) {
+        return Err(vec![FieldViolation::new(
+            field,
+            "nanos must be between 0 and 999999999",
+        )]);
+    }
+    value
+        .seconds
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(i64::from(value.nanos / 1000)))
+        .map(Some)
+        .ok_or_else(|| vec![FieldViolation::new(field, "is out of range")])
+}
+
+/// AccessDisclosure: the patient, the period, the page size and where to continue.
+pub fn access_disclosure_request(
+    message: &pb::AccessDisclosureRequest,
+) -> Checked<(PatientRef, Option<i64>, Option<i64>, Page)> {
+    all_ok! {
+        patient = patient_ref("patient", message.patient.as_ref(), None);
+        from = micros("from", message.from.as_ref());
+        to = micros("to", message.to.as_ref());
+        _purpose = purpose("purpose", message.purpose);
+        page = page("page_size", message.page_size, "page_token", &message.page_token);
+    }
+    if let (Some(from), Some(to)) = (from, to)
+        && to < from
+    {
+        return Err(vec![FieldViolation::new("to", "must not be before from")]);
+    }
+    Ok((patient, from, to, page))
+}
+
+/// A date on the wire.
+pub fn wire_date(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+/// A stored location on the wire.
+pub fn wire_location(location: &Location) -> pb::Location {
+    pb::Location {
+        network_id: location.id.network.to_string(),
+        facility_code: location.id.facility.to_string(),
+        kind: i32::from(location.id.kind.code()),
+        first_service_date: wire_date(location.first_service),
+        last_service_date: wire_date(location.last_service),
+        reference: location.id.reference.as_str().to_owned(),
+        registered_at: Some(timestamp(location.registered_at_micros)),
+    }
+}
+
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+/// A stored consent on the wire, with its state as of today.
+pub fn wire_consent(consent: &Consent) -> pb::ConsentRecord {
+    let today = mpi_core::dates::today_in_japan();
+    let (kind, network, scope) = match &consent.grant {
+        ConsentGrant::Participation { network } => {
+            (pb::ConsentKind::Participation, network.to_string(), None)
+        }
+        ConsentGrant::OptOut => (pb::ConsentKind::OptOut, String::new(), None),
+        ConsentGrant::Disclosure { network, scope } => {
+            let (source_network_ids, all_source_networks) = match &scope.sources {
+                SourceNetworks::Recording => (Vec::new(), false),
+                SourceNetworks::Listed(list) => (strings(list), false),
+                SourceNetworks::All => (Vec::new(), true),
+            };
+            let recipients = match &scope.recipients {
+                Recipients::AnyFacility => pb::recipients::Recipients::AnyFacility(true),
+                Recipients::Networks(list) => {
+                    pb::recipients::Recipients::Networks(pb::NetworkIds {
+                        network_ids: strings(list),
+                    })
+                }
+                Recipients::Facilities(list) => {
+                    pb::recipients::Recipients::Facilities(pb::FacilityCodes {
+                        facility_codes: strings(list),
+                    })
+                }
+            };
+            let scope = pb::DisclosureScope {
+                source_network_ids,
+                all_source_networks,
+                recipients: Some(pb::Recipients {
+                    recipients: Some(recipients),
+                }),
+                kinds: scope.kinds.iter().map(|k| i32::from(k.code())).collect(),
+                purposes: scope.purposes.iter().map(|p| i32::from(p.code())).collect(),
+            };
+            (
+                pb::ConsentKind::Disclosure,
+                network.to_string(),
+                Some(scope),
+            )
+        }
+    };
+    let status = match consent.status(today) {
+        ConsentStatus::Active => pb::ConsentStatus::Active,
+        ConsentStatus::Revoked => pb::ConsentStatus::Revoked,
+        ConsentStatus::Expired => pb::ConsentStatus::Expired,
+    };
+    let revocation = consent.revocation.as_ref();
+    pb::ConsentRecord {
+        consent_id: consent.id.to_hex(),
+        kind: kind.into(),
+        network_id: network,
+        scope,
+        valid_from: wire_date(consent.valid_from),
+        valid_until: consent.valid_until.map(wire_date).unwrap_or_default(),
+        evidence_reference: consent.evidence.clone(),
+        status: status.into(),
+        recorded_by: consent.recorded_by.clone(),
+        recorded_at: Some(timestamp(consent.recorded_at_micros)),
+        revoked_by: revocation.map(|r| r.by.clone()).unwrap_or_default(),
+        revoked_at: revocation.map(|r| timestamp(r.at_micros)),
+        revocation_reason: revocation.map(|r| r.reason.clone()).unwrap_or_default(),
+        purged: revocation.is_some_and(|r| r.purged),
     }
 }
 

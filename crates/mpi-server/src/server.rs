@@ -103,7 +103,8 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
     pki::create_private_dir(&config.data_dir)?;
     let secret = secret::load_or_create(&config.secret_file)?;
     let store = RedbStore::open(&config.data_dir.join("mpi.redb"))?;
-    let mpi = Mpi::new(Arc::new(store), Keyer::new(&secret));
+    let mpi = Mpi::new(Arc::new(store), Keyer::new(&secret))
+        .with_emergency_access(config.emergency_access);
     let (audit, audit_writer) = crate::audit_log::AuditLog::start(mpi.store().clone())?;
     let (cert, key, client_ca, dev_pki) = match &config.tls {
         TlsSource::Files {

@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use mpi_core::audit::NewAuditEvent;
 use mpi_core::authz::{Operation, authorize};
+use mpi_core::consent::Purpose;
 use mpi_core::principal::Principal;
 use mpi_core::qualification::QualificationRecord;
-use mpi_core::service::{ImportCounts, Mpi, SamePerson, unimplemented};
+use mpi_core::records::{AuditNote, ItemOutcome, Noted};
+use mpi_core::service::{ImportCounts, Mpi, SamePerson};
 use mpi_core::{ServiceError, ServiceResult};
 use mpi_proto::v1 as pb;
 use tokio::task::JoinHandle;
@@ -69,25 +71,38 @@ impl Ctx {
         operation: Operation,
         principal: &Principal,
         result: Result<T, Status>,
-        count: u32,
+        note: AuditNote,
     ) -> Result<T, Status> {
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
         };
+        let outcome = match (&result, note.outcome) {
+            (Ok(_), Some(precise)) => precise,
+            _ => crate::metrics::code_name(code),
+        };
         let event = NewAuditEvent {
             at_micros: mpi_core::service::now_micros(),
             principal: principal.to_string(),
             action: operation.name().to_owned(),
-            purpose: 0,
-            person_key: None,
-            outcome: crate::metrics::code_name(code).to_owned(),
-            count,
-            emergency: false,
-            emergency_reason: String::new(),
-            deciding_consents: Vec::new(),
+            purpose: note.purpose.map_or(0, Purpose::code),
+            person_key: note.person,
+            outcome: outcome.to_owned(),
+            count: note.count,
+            emergency: note.emergency.is_some(),
+            emergency_reason: note.emergency.unwrap_or_default(),
+            deciding_consents: note.deciding.iter().map(|id| id.to_hex()).collect(),
         };
-        self.audit.record(event).await.map_err(to_status)?;
+        // Only an answered call disclosed anything.
+        let disclosed = if result.is_ok() {
+            note.disclosed_subjects
+        } else {
+            Vec::new()
+        };
+        self.audit
+            .record(event, disclosed)
+            .await
+            .map_err(to_status)?;
         result
     }
 
@@ -103,20 +118,38 @@ impl Ctx {
         Resp: Send + 'static,
         F: FnOnce(&Mpi, &Principal, Req) -> ServiceResult<Resp> + Send + 'static,
     {
+        self.unary_noted(operation, request, move |mpi, principal, message| {
+            (work(mpi, principal, message), AuditNote::default())
+        })
+        .await
+    }
+
+    /// Runs a unary RPC whose work also says what its audit event records.
+    async fn unary_noted<Req, Resp, F>(
+        &self,
+        operation: Operation,
+        request: Request<Req>,
+        work: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(&Mpi, &Principal, Req) -> Noted<Resp> + Send + 'static,
+    {
         let started = Instant::now();
         let deadline = self.limits.request_timeout;
         let call = async {
             let principal = principal_of(&request)?;
-            let decided = match authorize(&principal, operation) {
-                Err(denied) => Err(to_status(denied)),
+            let (decided, note) = match authorize(&principal, operation) {
+                Err(denied) => (Err(to_status(denied)), AuditNote::default()),
                 Ok(()) => {
                     let mpi = self.mpi.clone();
                     let message = request.into_inner();
                     let caller = principal.clone();
-                    blocking(move || work(&mpi, &caller, message)).await
+                    blocking_noted(move || work(&mpi, &caller, message)).await
                 }
             };
-            self.audited(operation, &principal, decided, 0).await
+            self.audited(operation, &principal, decided, note).await
         };
         // A unary call has the whole request timeout; streams are bounded per message instead.
         let result = match tokio::time::timeout(deadline, call).await {
@@ -128,18 +161,6 @@ impl Ctx {
         };
         self.finish(operation, started, &result);
         result.map(Response::new)
-    }
-
-    /// An RPC of a later version: admitted like any other, then `UNIMPLEMENTED`.
-    async fn not_yet<Req: Send + 'static, Resp: Send + 'static>(
-        &self,
-        operation: Operation,
-        request: Request<Req>,
-    ) -> Result<Response<Resp>, Status> {
-        self.unary(operation, request, move |_, _, _| {
-            Err(unimplemented(operation))
-        })
-        .await
     }
 }
 
@@ -155,8 +176,161 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+async fn blocking_noted<T: Send + 'static>(
+    work: impl FnOnce() -> Noted<T> + Send + 'static,
+) -> (Result<T, Status>, AuditNote) {
+    match tokio::task::spawn_blocking(work).await {
+        Ok((result, note)) => (result.map_err(to_status), note),
+        Err(error) => {
+            tracing::error!(error = %error, "service task failed");
+            (
+                Err(Status::internal("internal error")),
+                AuditNote::default(),
+            )
+        }
+    }
+}
+
 fn invalid(violations: Vec<mpi_core::FieldViolation>) -> ServiceError {
     ServiceError::InvalidArgument(violations)
+}
+
+/// The network a network or clinician caller is bound to.
+fn bound_network(principal: &Principal) -> ServiceResult<mpi_core::ids::NetworkId> {
+    principal.network().ok_or_else(|| {
+        ServiceError::PermissionDenied("the caller is not bound to a network".into())
+    })
+}
+
+fn register(
+    mpi: &Mpi,
+    principal: &Principal,
+    message: &pb::RegisterLocationsRequest,
+    max_batch: usize,
+    note: &mut AuditNote,
+) -> ServiceResult<pb::RegisterLocationsResponse> {
+    let network = bound_network(principal)?;
+    if message.items.is_empty() {
+        return Err(ServiceError::invalid(
+            "items",
+            "must hold at least one location",
+        ));
+    }
+    if message.items.len() > max_batch {
+        return Err(ServiceError::ResourceExhausted(format!(
+            "items: at most {max_batch} locations per call, found {}",
+            message.items.len()
+        )));
+    }
+    for (index, item) in message.items.iter().enumerate() {
+        convert::own_network(
+            &format!("items[{index}].network_id"),
+            &item.network_id,
+            network,
+        )?;
+    }
+    let items = message
+        .items
+        .iter()
+        .map(|item| convert::registration(item, network))
+        .collect();
+    let outcomes = mpi.register_locations(network, items)?;
+    let results: Vec<pb::RegistrationResult> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| {
+            let (outcome, field, reason) = match outcome {
+                ItemOutcome::Stored => (
+                    pb::RegistrationOutcome::Stored,
+                    String::new(),
+                    String::new(),
+                ),
+                ItemOutcome::UnknownPatient => (
+                    pb::RegistrationOutcome::UnknownPatient,
+                    "patient".to_owned(),
+                    "no person holds that identifier on the first service date".to_owned(),
+                ),
+                ItemOutcome::AmbiguousPatient => (
+                    pb::RegistrationOutcome::AmbiguousPatient,
+                    "patient".to_owned(),
+                    "the identifier matches several persons; give birth_date and sex".to_owned(),
+                ),
+                ItemOutcome::NoParticipation => (
+                    pb::RegistrationOutcome::NoParticipationConsent,
+                    "patient".to_owned(),
+                    format!("no participation consent for network {network} in force"),
+                ),
+                ItemOutcome::Invalid(violations) => {
+                    let first = violations.into_iter().next();
+                    (
+                        pb::RegistrationOutcome::InvalidField,
+                        first.as_ref().map(|v| v.field.clone()).unwrap_or_default(),
+                        first.map(|v| v.rule).unwrap_or_default(),
+                    )
+                }
+            };
+            pb::RegistrationResult {
+                index: index as u32,
+                outcome: outcome.into(),
+                field,
+                reason,
+            }
+        })
+        .collect();
+    note.count = results
+        .iter()
+        .filter(|r| r.outcome == i32::from(pb::RegistrationOutcome::Stored))
+        .count() as u32;
+    Ok(pb::RegisterLocationsResponse { results })
+}
+
+fn withdraw(
+    mpi: &Mpi,
+    principal: &Principal,
+    message: &pb::WithdrawLocationsRequest,
+    max_batch: usize,
+    note: &mut AuditNote,
+) -> ServiceResult<pb::WithdrawLocationsResponse> {
+    let network = bound_network(principal)?;
+    if message.locations.len() > max_batch {
+        return Err(ServiceError::ResourceExhausted(format!(
+            "locations: at most {max_batch} keys per call, found {}",
+            message.locations.len()
+        )));
+    }
+    for (index, key) in message.locations.iter().enumerate() {
+        convert::own_network(
+            &format!("locations[{index}].network_id"),
+            &key.network_id,
+            network,
+        )?;
+    }
+    let mut violations = Vec::new();
+    if message.locations.is_empty() {
+        violations.push(mpi_core::FieldViolation::new(
+            "locations",
+            "must name at least one location",
+        ));
+    }
+    let mut ids = Vec::new();
+    for (index, key) in message.locations.iter().enumerate() {
+        match convert::location_key(&format!("locations[{index}]"), key, network) {
+            Ok(id) => ids.push(id),
+            Err(found) => violations.extend(found),
+        }
+    }
+    if let Err(found) = convert::reason("reason", &message.reason) {
+        violations.extend(found);
+    }
+    if !violations.is_empty() {
+        return Err(invalid(violations));
+    }
+    let (withdrawn, not_found) = mpi.withdraw_locations(&ids)?;
+    note.count = withdrawn;
+    Ok(pb::WithdrawLocationsResponse {
+        withdrawn,
+        not_found,
+    })
 }
 
 /// `QualificationHistory`.
@@ -303,7 +477,11 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
                 let count = decided.as_ref().map_or(0, |summary| {
                     u32::try_from(summary.accepted + summary.unchanged).unwrap_or(u32::MAX)
                 });
-                self.0.audited(operation, &principal, decided, count).await
+                let note = AuditNote {
+                    count,
+                    ..AuditNote::default()
+                };
+                self.0.audited(operation, &principal, decided, note).await
             }
         };
         self.0
@@ -381,7 +559,7 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
     }
 }
 
-/// `RecordLocator` (later version).
+/// `RecordLocator`.
 #[derive(Clone)]
 pub struct RecordLocatorAdapter(pub Ctx);
 
@@ -391,25 +569,72 @@ impl pb::record_locator_server::RecordLocator for RecordLocatorAdapter {
         &self,
         request: Request<pb::RegisterLocationsRequest>,
     ) -> Result<Response<pb::RegisterLocationsResponse>, Status> {
-        self.0.not_yet(Operation::RegisterLocations, request).await
+        let max_batch = self.0.limits.max_batch_items;
+        self.0
+            .unary_noted(
+                Operation::RegisterLocations,
+                request,
+                move |mpi, principal, message| {
+                    let mut note = AuditNote::default();
+                    let result = register(mpi, principal, &message, max_batch, &mut note);
+                    (result, note)
+                },
+            )
+            .await
     }
 
     async fn withdraw_locations(
         &self,
         request: Request<pb::WithdrawLocationsRequest>,
     ) -> Result<Response<pb::WithdrawLocationsResponse>, Status> {
-        self.0.not_yet(Operation::WithdrawLocations, request).await
+        let max_batch = self.0.limits.max_batch_items;
+        self.0
+            .unary_noted(
+                Operation::WithdrawLocations,
+                request,
+                move |mpi, principal, message| {
+                    let mut note = AuditNote::default();
+                    let result = withdraw(mpi, principal, &message, max_batch, &mut note);
+                    (result, note)
+                },
+            )
+            .await
     }
 
     async fn find_locations(
         &self,
         request: Request<pb::FindLocationsRequest>,
     ) -> Result<Response<pb::FindLocationsResponse>, Status> {
-        self.0.not_yet(Operation::FindLocations, request).await
+        self.0
+            .unary_noted(
+                Operation::FindLocations,
+                request,
+                |mpi, principal, message| {
+                    let network = match bound_network(principal) {
+                        Ok(network) => network,
+                        Err(error) => return (Err(error), AuditNote::default()),
+                    };
+                    let (patient, filter, why, page) =
+                        match convert::find_request(&message, network) {
+                            Ok(checked) => checked,
+                            Err(violations) => {
+                                return (Err(invalid(violations)), AuditNote::default());
+                            }
+                        };
+                    let (result, note) =
+                        mpi.find_locations(principal, &patient, &filter, &why, page);
+                    let response = result.map(|paged| pb::FindLocationsResponse {
+                        locations: paged.items.iter().map(convert::wire_location).collect(),
+                        next_page_token: paged.next.map(|n| n.to_string()).unwrap_or_default(),
+                    });
+                    (response, note)
+                },
+            )
+            .await
     }
 }
 
-/// `Federation` (later version).
+/// `Federation`.
 #[derive(Clone)]
 pub struct FederationAdapter(pub Ctx);
 
@@ -419,25 +644,82 @@ impl pb::federation_server::Federation for FederationAdapter {
         &self,
         request: Request<pb::LinkRegionalIdRequest>,
     ) -> Result<Response<pb::LinkRegionalIdResponse>, Status> {
-        self.0.not_yet(Operation::LinkRegionalId, request).await
+        self.0
+            .unary_noted(
+                Operation::LinkRegionalId,
+                request,
+                |mpi, principal, message| {
+                    let checked = bound_network(principal).and_then(|network| {
+                        convert::own_network("network_id", &message.network_id, network)?;
+                        convert::link_request(&message, network).map_err(invalid)
+                    });
+                    let (patient, as_of, regional) = match checked {
+                        Ok(checked) => checked,
+                        Err(error) => return (Err(error), AuditNote::default()),
+                    };
+                    let (result, note) = mpi.link_regional_id(&patient, as_of, &regional);
+                    (
+                        result.map(|created| pb::LinkRegionalIdResponse { created }),
+                        note,
+                    )
+                },
+            )
+            .await
     }
 
     async fn unlink_regional_id(
         &self,
         request: Request<pb::UnlinkRegionalIdRequest>,
     ) -> Result<Response<pb::UnlinkRegionalIdResponse>, Status> {
-        self.0.not_yet(Operation::UnlinkRegionalId, request).await
+        self.0
+            .unary_noted(
+                Operation::UnlinkRegionalId,
+                request,
+                |mpi, principal, message| {
+                    let checked = bound_network(principal).and_then(|network| {
+                        convert::own_network("network_id", &message.network_id, network)?;
+                        convert::unlink_request(&message, network).map_err(invalid)
+                    });
+                    let regional = match checked {
+                        Ok(checked) => checked,
+                        Err(error) => return (Err(error), AuditNote::default()),
+                    };
+                    let (result, note) = mpi.unlink_regional_id(&regional);
+                    (result.map(|()| pb::UnlinkRegionalIdResponse {}), note)
+                },
+            )
+            .await
     }
 
     async fn cross_reference(
         &self,
         request: Request<pb::CrossReferenceRequest>,
     ) -> Result<Response<pb::CrossReferenceResponse>, Status> {
-        self.0.not_yet(Operation::CrossReference, request).await
+        self.0
+            .unary_noted(
+                Operation::CrossReference,
+                request,
+                |mpi, principal, message| {
+                    let checked = bound_network(principal).and_then(|network| {
+                        convert::cross_reference_request(&message, network).map_err(invalid)
+                    });
+                    let (patient, target, why) = match checked {
+                        Ok(checked) => checked,
+                        Err(error) => return (Err(error), AuditNote::default()),
+                    };
+                    let (result, note) = mpi.cross_reference(principal, &patient, target, &why);
+                    let response = result.map(|regional_ids| pb::CrossReferenceResponse {
+                        target_network_id: target.to_string(),
+                        regional_ids,
+                    });
+                    (response, note)
+                },
+            )
+            .await
     }
 }
 
-/// `Consent` (later version).
+/// `Consent`.
 #[derive(Clone)]
 pub struct ConsentAdapter(pub Ctx);
 
@@ -447,25 +729,74 @@ impl pb::consent_server::Consent for ConsentAdapter {
         &self,
         request: Request<pb::RecordConsentRequest>,
     ) -> Result<Response<pb::ConsentRecord>, Status> {
-        self.0.not_yet(Operation::RecordConsent, request).await
+        self.0
+            .unary_noted(
+                Operation::RecordConsent,
+                request,
+                |mpi, principal, message| {
+                    let new = match convert::consent_request(&message, principal.network()) {
+                        Ok(new) => new,
+                        Err(violations) => {
+                            return (Err(invalid(violations)), AuditNote::default());
+                        }
+                    };
+                    let (result, note) = mpi.record_consent(principal, new);
+                    (result.map(|consent| convert::wire_consent(&consent)), note)
+                },
+            )
+            .await
     }
 
     async fn revoke_consent(
         &self,
         request: Request<pb::RevokeConsentRequest>,
     ) -> Result<Response<pb::ConsentRecord>, Status> {
-        self.0.not_yet(Operation::RevokeConsent, request).await
+        self.0
+            .unary_noted(
+                Operation::RevokeConsent,
+                request,
+                |mpi, principal, message| {
+                    let (id, reason) = match convert::revoke_request(&message) {
+                        Ok(checked) => checked,
+                        Err(violations) => {
+                            return (Err(invalid(violations)), AuditNote::default());
+                        }
+                    };
+                    let (result, note) = mpi.revoke_consent(principal, id, &reason, message.purge);
+                    (result.map(|consent| convert::wire_consent(&consent)), note)
+                },
+            )
+            .await
     }
 
     async fn list_consents(
         &self,
         request: Request<pb::ListConsentsRequest>,
     ) -> Result<Response<pb::ListConsentsResponse>, Status> {
-        self.0.not_yet(Operation::ListConsents, request).await
+        self.0
+            .unary_noted(
+                Operation::ListConsents,
+                request,
+                |mpi, _principal, message| {
+                    let (patient, page) = match convert::list_consents_request(&message) {
+                        Ok(checked) => checked,
+                        Err(violations) => {
+                            return (Err(invalid(violations)), AuditNote::default());
+                        }
+                    };
+                    let (result, note) = mpi.list_consents(&patient, page);
+                    let response = result.map(|paged| pb::ListConsentsResponse {
+                        consents: paged.items.iter().map(convert::wire_consent).collect(),
+                        next_page_token: paged.next.map(|n| n.to_string()).unwrap_or_default(),
+                    });
+                    (response, note)
+                },
+            )
+            .await
     }
 }
 
-/// `Audit` (later version).
+/// `Audit`.
 #[derive(Clone)]
 pub struct AuditAdapter(pub Ctx);
 
@@ -479,7 +810,40 @@ impl pb::audit_server::Audit for AuditAdapter {
         &self,
         request: Request<pb::AccessDisclosureRequest>,
     ) -> Result<Response<pb::AccessDisclosureResponse>, Status> {
-        self.0.not_yet(Operation::AccessDisclosure, request).await
+        self.0
+            .unary_noted(
+                Operation::AccessDisclosure,
+                request,
+                |mpi, _principal, message| {
+                    let (patient, from, to, page) =
+                        match convert::access_disclosure_request(&message) {
+                            Ok(checked) => checked,
+                            Err(violations) => {
+                                return (Err(invalid(violations)), AuditNote::default());
+                            }
+                        };
+                    let (result, note) =
+                        mpi.access_disclosure(&patient, from, to, page.offset as u64, page.size);
+                    let response = result.map(|(entries, next)| pb::AccessDisclosureResponse {
+                        entries: entries
+                            .into_iter()
+                            .map(|entry| pb::DisclosureEntry {
+                                sequence: entry.sequence,
+                                at: Some(convert::timestamp(entry.at_micros)),
+                                principal: entry.principal,
+                                action: entry.action,
+                                purpose: entry.purpose.map_or(0, |p| i32::from(p.code())),
+                                emergency: entry.emergency.is_some(),
+                                emergency_reason: entry.emergency.unwrap_or_default(),
+                                disclosed: entry.disclosed,
+                            })
+                            .collect(),
+                        next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+                    });
+                    (response, note)
+                },
+            )
+            .await
     }
 
     async fn verify_audit_chain(
@@ -546,7 +910,10 @@ impl pb::audit_server::Audit for AuditAdapter {
                 });
             // The export is audited before the first event leaves (and so exports itself when
             // the range reaches the end).
-            let (from, to) = self.0.audited(operation, &principal, decided, 0).await?;
+            let (from, to) = self
+                .0
+                .audited(operation, &principal, decided, AuditNote::default())
+                .await?;
             Ok::<_, Status>(export_stream(self.0.mpi.clone(), from, to))
         }
         .await;

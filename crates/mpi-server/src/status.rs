@@ -26,9 +26,6 @@ pub fn to_status(error: ServiceError) -> Status {
         ServiceError::NotFound(message) => Status::not_found(message),
         ServiceError::FailedPrecondition(message) => Status::failed_precondition(message),
         ServiceError::ResourceExhausted(message) => Status::resource_exhausted(message),
-        ServiceError::Unimplemented(rpc) => {
-            Status::unimplemented(format!("{rpc} is not available in this version"))
-        }
         ServiceError::Store(cause) => {
             tracing::error!(error = %cause, "store failure");
             Status::internal("internal error")

@@ -27,7 +27,12 @@ macro_rules! store_conformance {
             merge_moves_the_whole_cluster_and_unmerge_restores_it,
             unmerges_go_in_reverse_order_of_overlapping_merges,
             merge_and_unmerge_refusals,
-            audit_rows_append_in_chain_order_with_an_anchored_head
+            audit_rows_append_in_chain_order_with_an_anchored_head,
+            audit_index_finds_the_events_of_subjects,
+            locations_need_participation_widen_and_withdraw,
+            person_view_follows_merges_and_unmerges,
+            revoking_participation_cuts_links_and_purge_deletes_locations,
+            links_need_participation_and_belong_to_one_subject
         );
     };
     (@cases $make:expr; $($case:ident),*) => {$(
@@ -361,4 +366,378 @@ pub fn audit_rows_append_in_chain_order_with_an_anchored_head(store: &dyn Store)
     assert_eq!(store.audit_rows(2, 4, 100).unwrap().len(), 3);
     assert_eq!(store.audit_rows(2, 6, 2).unwrap().len(), 2);
     assert!(store.audit_rows(5, 4, 10).unwrap().is_empty());
+}
+
+use mpi_core::consent::{Consent, ConsentGrant, ConsentId, Revocation};
+use mpi_core::ids::{FacilityCode, NetworkId};
+use mpi_core::location::{Location, LocationId, RecordKind, RecordReference, SubjectLocation};
+use mpi_core::store::{LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome};
+
+fn network(text: &str) -> NetworkId {
+    NetworkId::parse(text).unwrap()
+}
+
+const TODAY: (i32, u32, u32) = (2025, 6, 1);
+
+fn today() -> NaiveDate {
+    day(TODAY.0, TODAY.1, TODAY.2)
+}
+
+fn participation(net: &str) -> Consent {
+    Consent {
+        id: ConsentId::random(),
+        grant: ConsentGrant::Participation {
+            network: network(net),
+        },
+        valid_from: day(2024, 1, 1),
+        valid_until: None,
+        evidence: "form-1".into(),
+        recorded_by: format!("network:{net}"),
+        recorded_at_micros: 1,
+        revocation: None,
+    }
+}
+
+fn located(subject: u8, net: &str, reference: &str, first: NaiveDate) -> SubjectLocation {
+    SubjectLocation {
+        subject: key(subject),
+        location: Location {
+            id: LocationId {
+                network: network(net),
+                facility: FacilityCode::parse("3410712362").unwrap(),
+                kind: RecordKind::Treatment,
+                reference: RecordReference::parse(reference).unwrap(),
+            },
+            first_service: first,
+            last_service: first,
+            registered_at_micros: 7,
+        },
+    }
+}
+
+fn revocation(purged: bool) -> Revocation {
+    Revocation {
+        by: "operator:ops".into(),
+        at_micros: 9,
+        reason: "patient asked".into(),
+        purged,
+    }
+}
+
+/// Persons for references `refs` (each its own insured key).
+fn people(store: &dyn Store, refs: &[u8]) {
+    let entries: Vec<_> = refs
+        .iter()
+        .map(|r| entry(r.wrapping_add(100), *r, day(2020, 1, 1)))
+        .collect();
+    store.upsert_qualifications(&entries).unwrap();
+}
+
+fn person_of(store: &dyn Store, reference: u8) -> PersonKey {
+    store.persons_of(&[key(reference)]).unwrap()[0].unwrap()
+}
+
+/// The audit index finds, per subject, the events that disclosed its data, each once and in
+/// order, from a sequence on.
+pub fn audit_index_finds_the_events_of_subjects(store: &dyn Store) {
+    use mpi_core::audit::{ChainHead, NewAuditEvent, chain};
+    use mpi_core::store::AuditRow;
+    let event = |i: u32| NewAuditEvent {
+        at_micros: i64::from(i),
+        principal: "clinician:13-0001:3410712362".into(),
+        action: "FindLocations".into(),
+        purpose: 1,
+        person_key: None,
+        outcome: "ok".into(),
+        count: i,
+        emergency: false,
+        emergency_reason: String::new(),
+        deciding_consents: Vec::new(),
+    };
+    let (events, _) = chain(ChainHead::EMPTY, (1..=5).map(event).collect());
+    let rows: Vec<_> = events.iter().map(AuditRow::of).collect();
+    let index = [
+        (1, key(1)),
+        (2, key(2)),
+        (3, key(1)),
+        (3, key(2)),
+        (5, key(1)),
+    ];
+    store.append_audit(&rows, &index).unwrap();
+    let sequences = |subjects: &[IdentifierKey], from: u64, limit: usize| {
+        store
+            .audit_rows_of(subjects, from, limit)
+            .unwrap()
+            .iter()
+            .map(|r| r.sequence)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sequences(&[key(1)], 0, 10), [1, 3, 5]);
+    assert_eq!(sequences(&[key(1), key(2)], 0, 10), [1, 2, 3, 5]);
+    assert_eq!(sequences(&[key(1), key(2)], 3, 10), [3, 5]);
+    assert_eq!(sequences(&[key(1), key(2)], 0, 2), [1, 2]);
+    assert!(sequences(&[key(3)], 0, 10).is_empty());
+    assert_eq!(store.audit_rows_of(&[key(2)], 0, 10).unwrap()[0], rows[1]);
+}
+
+/// Registration needs participation for the network, widens an existing location, refuses a
+/// location registered for another subject, and withdrawal removes exactly what it names.
+pub fn locations_need_participation_widen_and_withdraw(store: &dyn Store) {
+    people(store, &[1, 2]);
+    let first = located(1, "13-0001", "doc-1", day(2024, 4, 1));
+    assert_eq!(
+        store
+            .register_locations(network("13-0001"), today(), std::slice::from_ref(&first))
+            .unwrap(),
+        [RegisterOutcome::NoParticipation]
+    );
+    store
+        .record_consent(key(1), &participation("13-0001"))
+        .unwrap();
+    store
+        .record_consent(key(2), &participation("13-0001"))
+        .unwrap();
+    let later = located(1, "13-0001", "doc-1", day(2024, 9, 30));
+    let other = located(1, "13-0001", "doc-2", day(2024, 5, 5));
+    let stolen = located(2, "13-0001", "doc-1", day(2024, 5, 5));
+    let elsewhere = located(1, "14-0001", "doc-1", day(2024, 5, 5));
+    assert_eq!(
+        store
+            .register_locations(
+                network("13-0001"),
+                today(),
+                &[first.clone(), later, other.clone(), stolen]
+            )
+            .unwrap(),
+        [
+            RegisterOutcome::Stored,
+            RegisterOutcome::Stored,
+            RegisterOutcome::Stored,
+            RegisterOutcome::RegisteredForAnother
+        ]
+    );
+    assert_eq!(
+        store
+            .register_locations(network("14-0001"), today(), &[elsewhere])
+            .unwrap(),
+        [RegisterOutcome::NoParticipation]
+    );
+    let view = store.person_view(person_of(store, 1)).unwrap();
+    assert_eq!(view.locations.len(), 2);
+    let widened = view
+        .locations
+        .iter()
+        .find(|l| l.location.id == first.location.id)
+        .unwrap();
+    assert_eq!(widened.location.first_service, day(2024, 4, 1));
+    assert_eq!(widened.location.last_service, day(2024, 9, 30));
+    assert!(
+        store
+            .person_view(person_of(store, 2))
+            .unwrap()
+            .locations
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .withdraw_locations(&[first.location.id.clone(), first.location.id.clone()])
+            .unwrap(),
+        [true, false]
+    );
+    let view = store.person_view(person_of(store, 1)).unwrap();
+    assert_eq!(view.locations, vec![other]);
+    // The withdrawn ID is free again, for any subject.
+    assert_eq!(
+        store
+            .register_locations(
+                network("13-0001"),
+                today(),
+                &[located(2, "13-0001", "doc-1", day(2024, 5, 5))]
+            )
+            .unwrap(),
+        [RegisterOutcome::Stored]
+    );
+}
+
+/// A person's view is the union over its cluster, before, during and after a merge.
+pub fn person_view_follows_merges_and_unmerges(store: &dyn Store) {
+    people(store, &[1, 2]);
+    for subject in [1, 2] {
+        store
+            .record_consent(key(subject), &participation("13-0001"))
+            .unwrap();
+    }
+    let a = located(1, "13-0001", "doc-a", day(2024, 4, 1));
+    let b = located(2, "13-0001", "doc-b", day(2024, 4, 1));
+    store
+        .register_locations(network("13-0001"), today(), &[a.clone(), b.clone()])
+        .unwrap();
+    let (merge_id, _) = merge(store, 1, 2);
+    let view = store.person_view(person_of(store, 1)).unwrap();
+    assert_eq!(view.refs.len(), 2);
+    assert_eq!(view.locations.len(), 2);
+    assert_eq!(view.consents.len(), 2);
+    store
+        .unmerge_persons(merge_id, &attribution("wrong"))
+        .unwrap();
+    assert_eq!(
+        store.person_view(person_of(store, 1)).unwrap().locations,
+        vec![a]
+    );
+    assert_eq!(
+        store.person_view(person_of(store, 2)).unwrap().locations,
+        vec![b]
+    );
+}
+
+/// Revoking the last participation for a network cuts its links (locations stay, hidden by
+/// the rule); a purge deletes the network's locations too; other networks' data stays.
+pub fn revoking_participation_cuts_links_and_purge_deletes_locations(store: &dyn Store) {
+    people(store, &[1]);
+    let first = participation("13-0001");
+    let second = participation("13-0001");
+    let other = participation("14-0001");
+    for consent in [&first, &second, &other] {
+        store.record_consent(key(1), consent).unwrap();
+    }
+    let link = RegionalLink {
+        regional_key: key(50),
+        network: network("13-0001"),
+        subject: key(1),
+        sealed_local: vec![1, 2, 3],
+    };
+    let foreign_link = RegionalLink {
+        regional_key: key(51),
+        network: network("14-0001"),
+        ..link.clone()
+    };
+    assert_eq!(
+        store.link_regional(&link, today()).unwrap(),
+        LinkOutcome::Created
+    );
+    assert_eq!(
+        store.link_regional(&foreign_link, today()).unwrap(),
+        LinkOutcome::Created
+    );
+    store
+        .register_locations(
+            network("13-0001"),
+            today(),
+            &[located(1, "13-0001", "doc-1", day(2024, 1, 2))],
+        )
+        .unwrap();
+    store
+        .register_locations(
+            network("14-0001"),
+            today(),
+            &[located(1, "14-0001", "doc-1", day(2024, 1, 2))],
+        )
+        .unwrap();
+    // Another participation for the network remains: nothing is cut.
+    let RevokeOutcome::Revoked {
+        consent, links_cut, ..
+    } = store
+        .revoke_consent(first.id, &revocation(false), today())
+        .unwrap()
+    else {
+        panic!("not revoked")
+    };
+    assert_eq!(links_cut, 0);
+    assert_eq!(consent.revocation, Some(revocation(false)));
+    assert_eq!(
+        store
+            .revoke_consent(first.id, &revocation(false), today())
+            .unwrap(),
+        RevokeOutcome::AlreadyRevoked
+    );
+    assert_eq!(
+        store
+            .revoke_consent(ConsentId([0xee; 16]), &revocation(false), today())
+            .unwrap(),
+        RevokeOutcome::Unknown
+    );
+    // The last one goes, with purge: links cut and locations deleted, of that network only.
+    let outcome = store
+        .revoke_consent(second.id, &revocation(true), today())
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            RevokeOutcome::Revoked {
+                links_cut: 1,
+                locations_deleted: 1,
+                subject,
+                ..
+            } if subject == key(1)
+        ),
+        "{outcome:?}"
+    );
+    let view = store.person_view(person_of(store, 1)).unwrap();
+    assert_eq!(view.links, vec![foreign_link]);
+    assert_eq!(view.locations.len(), 1);
+    assert_eq!(view.locations[0].location.id.network, network("14-0001"));
+    assert_eq!(store.regional_subject(key(50)).unwrap(), None);
+    // History is kept: all three consents, two revoked.
+    assert_eq!(view.consents.len(), 3);
+    assert_eq!(
+        view.consents
+            .iter()
+            .filter(|c| c.revocation.is_some())
+            .count(),
+        2
+    );
+    let (subject, stored) = store.consent(second.id).unwrap().unwrap();
+    assert_eq!(subject, key(1));
+    assert!(stored.revocation.unwrap().purged);
+}
+
+/// Linking needs participation; a regional ID belongs to one subject at a time.
+pub fn links_need_participation_and_belong_to_one_subject(store: &dyn Store) {
+    people(store, &[1, 2]);
+    let link = RegionalLink {
+        regional_key: key(60),
+        network: network("13-0001"),
+        subject: key(1),
+        sealed_local: vec![9; 40],
+    };
+    assert_eq!(
+        store.link_regional(&link, today()).unwrap(),
+        LinkOutcome::NoParticipation
+    );
+    for subject in [1, 2] {
+        store
+            .record_consent(key(subject), &participation("13-0001"))
+            .unwrap();
+    }
+    assert_eq!(
+        store.link_regional(&link, today()).unwrap(),
+        LinkOutcome::Created
+    );
+    assert_eq!(
+        store.link_regional(&link, today()).unwrap(),
+        LinkOutcome::Unchanged
+    );
+    let to_other = RegionalLink {
+        subject: key(2),
+        ..link.clone()
+    };
+    assert_eq!(
+        store.link_regional(&to_other, today()).unwrap(),
+        LinkOutcome::LinkedToAnother
+    );
+    assert_eq!(store.regional_subject(key(60)).unwrap(), Some(key(1)));
+    assert_eq!(
+        store.person_view(person_of(store, 1)).unwrap().links,
+        vec![link]
+    );
+    assert!(store.unlink_regional(key(60)).unwrap());
+    assert!(!store.unlink_regional(key(60)).unwrap());
+    assert_eq!(store.regional_subject(key(60)).unwrap(), None);
+    assert!(
+        store
+            .person_view(person_of(store, 1))
+            .unwrap()
+            .links
+            .is_empty()
+    );
 }

@@ -370,7 +370,9 @@ impl Store for MemoryStore {
 
     fn record_consent(&self, subject: IdentifierKey, consent: &Consent) -> StoreResult<()> {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
-        tables.consents.insert(consent.id, (subject, consent.clone()));
+        tables
+            .consents
+            .insert(consent.id, (subject, consent.clone()));
         tables.subject_consents.insert((subject, consent.id));
         Ok(())
     }

@@ -558,10 +558,7 @@ impl Store for RedbStore {
             let mut audit_index = txn.open_table(AUDIT_INDEX).map_err(engine)?;
             for (sequence, subject) in index {
                 audit_index
-                    .insert(
-                        pair_key(&subject.0, &sequence.to_be_bytes()).as_slice(),
-                        (),
-                    )
+                    .insert(pair_key(&subject.0, &sequence.to_be_bytes()).as_slice(), ())
                     .map_err(engine)?;
             }
             head
@@ -665,8 +662,7 @@ impl Store for RedbStore {
                     None => {
                         let cluster = cluster_of(&persons, &members, item.subject)?;
                         let found = consents_of(&consents, &subject_consents, &cluster)?;
-                        let allowed =
-                            consent::participation(&found, network, today).is_some();
+                        let allowed = consent::participation(&found, network, today).is_some();
                         participating.insert(item.subject, allowed);
                         allowed
                     }
@@ -823,11 +819,11 @@ impl Store for RedbStore {
                     if cut {
                         for link in links_of(&links, &subject_links, *reference)? {
                             if link.network == network {
-                                links.remove(link.regional_key.0.as_slice()).map_err(engine)?;
+                                links
+                                    .remove(link.regional_key.0.as_slice())
+                                    .map_err(engine)?;
                                 subject_links
-                                    .remove(
-                                        pair_key(&reference.0, &link.regional_key.0).as_slice(),
-                                    )
+                                    .remove(pair_key(&reference.0, &link.regional_key.0).as_slice())
                                     .map_err(engine)?;
                                 links_cut += 1;
                             }
