@@ -2,6 +2,7 @@
 //! drive it. One test binary; each module is a group of scenarios.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod scene;
 mod support;
 
 mod audit;
@@ -9,6 +10,7 @@ mod cli;
 mod foundation;
 mod interop;
 mod linkage;
+mod locations;
 mod plaintext;
 mod population;
 mod qualifications;

@@ -34,8 +34,12 @@ impl TestServer {
 
     /// Starts a server after `tune` adjusts its configuration.
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), tune).await
+    }
+
+    /// Starts a server on an existing data directory (a restart when it was used before).
+    pub async fn start_in(data_dir: TempDir, tune: impl FnOnce(&mut Config)) -> Self {
         mpi_server::install_crypto_provider();
-        let data_dir = tempfile::tempdir().unwrap();
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".into()),
             metrics_listen: Some("127.0.0.1:0".into()),

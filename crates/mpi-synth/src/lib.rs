@@ -11,6 +11,7 @@
 //! 枝番, same-sex twins among them; deaths.
 
 pub mod names;
+pub mod records;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
