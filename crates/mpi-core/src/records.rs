@@ -22,7 +22,7 @@ use crate::principal::Principal;
 use crate::qualification::InsuredPatient;
 use crate::reason::Reason;
 use crate::service::{Mpi, now_micros};
-use crate::store::{LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome};
+use crate::store::{ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome};
 
 /// How a request names a patient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,7 +410,9 @@ impl Mpi {
             let today = crate::dates::today_in_japan();
             let subject = self.subject(patient, today)?;
             note.person = Some(subject.person);
-            let view = self.store().person_view(subject.person)?;
+            let view = self
+                .store()
+                .person_view(subject.person, ConsentHistory::Unrevoked)?;
             note.disclosed_subjects = view.refs.clone();
             let mut deciding = BTreeSet::new();
             let mut shown: Vec<Location> = view
@@ -466,7 +468,9 @@ impl Mpi {
             let today = crate::dates::today_in_japan();
             let subject = self.subject(patient, today)?;
             note.person = Some(subject.person);
-            let view = self.store().person_view(subject.person)?;
+            let view = self
+                .store()
+                .person_view(subject.person, ConsentHistory::Unrevoked)?;
             note.disclosed_subjects = view.refs.clone();
             let Some(allowed) = consent::decide(&view.consents, target, None, &requester, today)
             else {
@@ -688,7 +692,9 @@ impl Mpi {
         let result = (|| {
             let subject = self.subject(patient, crate::dates::today_in_japan())?;
             note.person = Some(subject.person);
-            let view = self.store().person_view(subject.person)?;
+            let view = self
+                .store()
+                .person_view(subject.person, ConsentHistory::Full)?;
             let paged = paginate(view.consents, page);
             note.count = paged.items.len() as u32;
             Ok(paged)
@@ -711,7 +717,9 @@ impl Mpi {
         let result = (|| {
             let subject = self.subject(patient, crate::dates::today_in_japan())?;
             note.person = Some(subject.person);
-            let view = self.store().person_view(subject.person)?;
+            let view = self
+                .store()
+                .person_view(subject.person, ConsentHistory::Unrevoked)?;
             let mut entries = Vec::new();
             let mut next = after;
             loop {

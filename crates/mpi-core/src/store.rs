@@ -256,12 +256,22 @@ pub enum LinkOutcome {
     LinkedToAnother,
 }
 
+/// Which consents a person view holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentHistory {
+    /// Only those not revoked: all that the disclosure rule can use. A long history of revoked
+    /// consents does not slow every read.
+    Unrevoked,
+    /// Every consent, revoked included (ListConsents).
+    Full,
+}
+
 /// Everything the disclosure rule needs about one person, read in one consistent snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PersonView {
     /// The references of the person's cluster.
     pub refs: Vec<IdentifierKey>,
-    /// Every consent of the cluster, revoked and expired included, oldest first.
+    /// The consents of the cluster (as the view was asked for), oldest first.
     pub consents: Vec<Consent>,
     /// Every location of the cluster.
     pub locations: Vec<SubjectLocation>,
@@ -385,7 +395,7 @@ pub trait Store: Send + Sync + 'static {
     fn withdraw_locations(&self, ids: &[LocationId]) -> StoreResult<Vec<bool>>;
 
     /// The person's cluster, consents, locations and links, from one snapshot.
-    fn person_view(&self, person: PersonKey) -> StoreResult<PersonView>;
+    fn person_view(&self, person: PersonKey, consents: ConsentHistory) -> StoreResult<PersonView>;
 
     /// Stores a new consent attached to `subject`.
     fn record_consent(&self, subject: IdentifierKey, consent: &Consent) -> StoreResult<()>;

@@ -371,7 +371,7 @@ pub fn audit_rows_append_in_chain_order_with_an_anchored_head(store: &dyn Store)
 use mpi_core::consent::{Consent, ConsentGrant, ConsentId, Revocation};
 use mpi_core::ids::{FacilityCode, NetworkId};
 use mpi_core::location::{Location, LocationId, RecordKind, RecordReference, SubjectLocation};
-use mpi_core::store::{LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome};
+use mpi_core::store::{ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome};
 
 fn network(text: &str) -> NetworkId {
     NetworkId::parse(text).unwrap()
@@ -522,7 +522,9 @@ pub fn locations_need_participation_widen_and_withdraw(store: &dyn Store) {
             .unwrap(),
         [RegisterOutcome::NoParticipation]
     );
-    let view = store.person_view(person_of(store, 1)).unwrap();
+    let view = store
+        .person_view(person_of(store, 1), ConsentHistory::Full)
+        .unwrap();
     assert_eq!(view.locations.len(), 2);
     let widened = view
         .locations
@@ -533,7 +535,7 @@ pub fn locations_need_participation_widen_and_withdraw(store: &dyn Store) {
     assert_eq!(widened.location.last_service, day(2024, 9, 30));
     assert!(
         store
-            .person_view(person_of(store, 2))
+            .person_view(person_of(store, 2), ConsentHistory::Full)
             .unwrap()
             .locations
             .is_empty()
@@ -544,7 +546,9 @@ pub fn locations_need_participation_widen_and_withdraw(store: &dyn Store) {
             .unwrap(),
         [true, false]
     );
-    let view = store.person_view(person_of(store, 1)).unwrap();
+    let view = store
+        .person_view(person_of(store, 1), ConsentHistory::Full)
+        .unwrap();
     assert_eq!(view.locations, vec![other]);
     // The withdrawn ID is free again, for any subject.
     assert_eq!(
@@ -573,7 +577,9 @@ pub fn person_view_follows_merges_and_unmerges(store: &dyn Store) {
         .register_locations(network("13-0001"), today(), &[a.clone(), b.clone()])
         .unwrap();
     let (merge_id, _) = merge(store, 1, 2);
-    let view = store.person_view(person_of(store, 1)).unwrap();
+    let view = store
+        .person_view(person_of(store, 1), ConsentHistory::Full)
+        .unwrap();
     assert_eq!(view.refs.len(), 2);
     assert_eq!(view.locations.len(), 2);
     assert_eq!(view.consents.len(), 2);
@@ -581,11 +587,17 @@ pub fn person_view_follows_merges_and_unmerges(store: &dyn Store) {
         .unmerge_persons(merge_id, &attribution("wrong"))
         .unwrap();
     assert_eq!(
-        store.person_view(person_of(store, 1)).unwrap().locations,
+        store
+            .person_view(person_of(store, 1), ConsentHistory::Full)
+            .unwrap()
+            .locations,
         vec![a]
     );
     assert_eq!(
-        store.person_view(person_of(store, 2)).unwrap().locations,
+        store
+            .person_view(person_of(store, 2), ConsentHistory::Full)
+            .unwrap()
+            .locations,
         vec![b]
     );
 }
@@ -672,13 +684,23 @@ pub fn revoking_participation_cuts_links_and_purge_deletes_locations(store: &dyn
         ),
         "{outcome:?}"
     );
-    let view = store.person_view(person_of(store, 1)).unwrap();
+    let view = store
+        .person_view(person_of(store, 1), ConsentHistory::Full)
+        .unwrap();
     assert_eq!(view.links, vec![foreign_link]);
     assert_eq!(view.locations.len(), 1);
     assert_eq!(view.locations[0].location.id.network, network("14-0001"));
     assert_eq!(store.regional_subject(key(50)).unwrap(), None);
-    // History is kept: all three consents, two revoked.
+    // History is kept: all three consents, two revoked; the disclosure view has the third.
     assert_eq!(view.consents.len(), 3);
+    let unrevoked = store
+        .person_view(person_of(store, 1), ConsentHistory::Unrevoked)
+        .unwrap()
+        .consents;
+    assert_eq!(
+        unrevoked.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [other.id]
+    );
     assert_eq!(
         view.consents
             .iter()
@@ -727,7 +749,10 @@ pub fn links_need_participation_and_belong_to_one_subject(store: &dyn Store) {
     );
     assert_eq!(store.regional_subject(key(60)).unwrap(), Some(key(1)));
     assert_eq!(
-        store.person_view(person_of(store, 1)).unwrap().links,
+        store
+            .person_view(person_of(store, 1), ConsentHistory::Full)
+            .unwrap()
+            .links,
         vec![link]
     );
     assert!(store.unlink_regional(key(60)).unwrap());
@@ -735,7 +760,7 @@ pub fn links_need_participation_and_belong_to_one_subject(store: &dyn Store) {
     assert_eq!(store.regional_subject(key(60)).unwrap(), None);
     assert!(
         store
-            .person_view(person_of(store, 1))
+            .person_view(person_of(store, 1), ConsentHistory::Full)
             .unwrap()
             .links
             .is_empty()

@@ -12,9 +12,9 @@ use mpi_core::ids::NetworkId;
 use mpi_core::keys::{IdentifierKey, PersonKey};
 use mpi_core::location::{LocationId, SubjectLocation, codec::ID_KEY_LEN, codec::id_key};
 use mpi_core::store::{
-    Attribution, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest, PersonView,
-    QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store, StoreResult,
-    UnmergeOutcome, UpsertOutcome, revocation_effects, superseding_merge,
+    Attribution, ConsentHistory, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest,
+    PersonView, QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store,
+    StoreResult, UnmergeOutcome, UpsertOutcome, revocation_effects, superseding_merge,
 };
 use mpi_core::store::{AuditRow, continue_chain};
 
@@ -40,8 +40,8 @@ struct Tables {
     location_index: HashMap<[u8; ID_KEY_LEN], IdentifierKey>,
     /// Consent ID → (subject, consent).
     consents: BTreeMap<ConsentId, (IdentifierKey, Consent)>,
-    /// (subject, consent ID) for every consent.
-    subject_consents: BTreeSet<(IdentifierKey, ConsentId)>,
+    /// (subject, consent ID) → revoked, for every consent.
+    subject_consents: BTreeMap<(IdentifierKey, ConsentId), bool>,
     /// Regional key → link.
     links: HashMap<IdentifierKey, RegionalLink>,
     /// (subject, regional key) for every link.
@@ -64,13 +64,14 @@ impl Tables {
         }
     }
 
-    fn consents_of(&self, refs: &[IdentifierKey]) -> Vec<Consent> {
+    fn consents_of(&self, refs: &[IdentifierKey], history: ConsentHistory) -> Vec<Consent> {
         let mut consents: Vec<Consent> = refs
             .iter()
             .flat_map(|subject| {
                 self.subject_consents
                     .range((*subject, ConsentId([0; 16]))..=(*subject, ConsentId([0xff; 16])))
-                    .filter_map(|(_, id)| self.consents.get(id).map(|(_, c)| c.clone()))
+                    .filter(|(_, revoked)| history == ConsentHistory::Full || !**revoked)
+                    .filter_map(|((_, id), _)| self.consents.get(id).map(|(_, c)| c.clone()))
             })
             .collect();
         consents.sort_by_key(|c| (c.recorded_at_micros, c.id));
@@ -315,7 +316,8 @@ impl Store for MemoryStore {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items {
-            let consents = tables.consents_of(&tables.cluster_of(item.subject));
+            let consents =
+                tables.consents_of(&tables.cluster_of(item.subject), ConsentHistory::Unrevoked);
             if mpi_core::consent::participation(&consents, network, today).is_none() {
                 outcomes.push(RegisterOutcome::NoParticipation);
                 continue;
@@ -357,11 +359,11 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn person_view(&self, person: PersonKey) -> StoreResult<PersonView> {
+    fn person_view(&self, person: PersonKey, history: ConsentHistory) -> StoreResult<PersonView> {
         let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
         let refs = tables.members_of(person);
         Ok(PersonView {
-            consents: tables.consents_of(&refs),
+            consents: tables.consents_of(&refs, history),
             locations: refs.iter().flat_map(|r| tables.locations_of(*r)).collect(),
             links: refs.iter().flat_map(|r| tables.links_of(*r)).collect(),
             refs,
@@ -373,7 +375,7 @@ impl Store for MemoryStore {
         tables
             .consents
             .insert(consent.id, (subject, consent.clone()));
-        tables.subject_consents.insert((subject, consent.id));
+        tables.subject_consents.insert((subject, consent.id), false);
         Ok(())
     }
 
@@ -397,8 +399,9 @@ impl Store for MemoryStore {
         }
         consent.revocation = Some(revocation.clone());
         tables.consents.insert(id, (subject, consent.clone()));
+        tables.subject_consents.insert((subject, id), true);
         let cluster = tables.cluster_of(subject);
-        let after = tables.consents_of(&cluster);
+        let after = tables.consents_of(&cluster, ConsentHistory::Unrevoked);
         let (mut links_cut, mut locations_deleted) = (0, 0);
         if let Some((network, cut, purge)) = revocation_effects(&after, &consent, today) {
             for reference in &cluster {
@@ -431,7 +434,8 @@ impl Store for MemoryStore {
 
     fn link_regional(&self, link: &RegionalLink, today: NaiveDate) -> StoreResult<LinkOutcome> {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
-        let consents = tables.consents_of(&tables.cluster_of(link.subject));
+        let consents =
+            tables.consents_of(&tables.cluster_of(link.subject), ConsentHistory::Unrevoked);
         if mpi_core::consent::participation(&consents, link.network, today).is_none() {
             return Ok(LinkOutcome::NoParticipation);
         }

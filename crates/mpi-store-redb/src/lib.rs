@@ -29,9 +29,9 @@ use mpi_core::keys::{IdentifierKey, PersonKey};
 use mpi_core::location::{self, LocationId, SubjectLocation};
 use mpi_core::store::codec::{self, QUALIFICATION_KEY_LEN};
 use mpi_core::store::{
-    Attribution, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest, PersonView,
-    QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store, StoreError,
-    StoreResult, UnmergeOutcome, UpsertOutcome, revocation_effects, superseding_merge,
+    Attribution, ConsentHistory, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest,
+    PersonView, QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store,
+    StoreError, StoreResult, UnmergeOutcome, UpsertOutcome, revocation_effects, superseding_merge,
 };
 use mpi_core::store::{AuditRow, audit_codec, continue_chain};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -48,7 +48,9 @@ const AUDIT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("audit_inde
 const LOCATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locations");
 const LOCATION_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("location_index");
 const CONSENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("consents");
-const SUBJECT_CONSENTS: TableDefinition<&[u8], ()> = TableDefinition::new("subject_consents");
+/// The value is 1 once the consent is revoked, so reads for the disclosure rule skip revoked
+/// consents without decoding them.
+const SUBJECT_CONSENTS: TableDefinition<&[u8], u8> = TableDefinition::new("subject_consents");
 const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("links");
 const SUBJECT_LINKS: TableDefinition<&[u8], ()> = TableDefinition::new("subject_links");
 
@@ -131,12 +133,24 @@ fn consent_value(subject: IdentifierKey, consent: &Consent) -> Vec<u8> {
 
 fn consents_of(
     consents: &impl ReadableTable<Bytes, Bytes>,
-    subject_consents: &impl ReadableTable<Bytes, ()>,
+    subject_consents: &impl ReadableTable<Bytes, u8>,
     refs: &[IdentifierKey],
+    history: ConsentHistory,
 ) -> StoreResult<Vec<Consent>> {
     let mut found = Vec::new();
     for subject in refs {
-        for id in suffixes(subject_consents, &subject.0, 48)? {
+        let (from, to) = prefix_range(&subject.0, 48);
+        let mut ids = Vec::new();
+        for item in subject_consents
+            .range(from.as_slice()..=to.as_slice())
+            .map_err(engine)?
+        {
+            let (key, revoked) = item.map_err(engine)?;
+            if history == ConsentHistory::Full || revoked.value() == 0 {
+                ids.push(key.value()[32..].to_vec());
+            }
+        }
+        for id in ids {
             let value = consents
                 .get(id.as_slice())
                 .map_err(engine)?
@@ -661,7 +675,12 @@ impl Store for RedbStore {
                     Some(allowed) => *allowed,
                     None => {
                         let cluster = cluster_of(&persons, &members, item.subject)?;
-                        let found = consents_of(&consents, &subject_consents, &cluster)?;
+                        let found = consents_of(
+                            &consents,
+                            &subject_consents,
+                            &cluster,
+                            ConsentHistory::Unrevoked,
+                        )?;
                         let allowed = consent::participation(&found, network, today).is_some();
                         participating.insert(item.subject, allowed);
                         allowed
@@ -729,7 +748,7 @@ impl Store for RedbStore {
         Ok(found)
     }
 
-    fn person_view(&self, person: PersonKey) -> StoreResult<PersonView> {
+    fn person_view(&self, person: PersonKey, history: ConsentHistory) -> StoreResult<PersonView> {
         let txn = self.db.begin_read().map_err(engine)?;
         let members = txn.open_table(MEMBERS).map_err(engine)?;
         let refs = members_of(&members, person)?;
@@ -739,7 +758,7 @@ impl Store for RedbStore {
         let links = txn.open_table(LINKS).map_err(engine)?;
         let subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
         let mut view = PersonView {
-            consents: consents_of(&consents, &subject_consents, &refs)?,
+            consents: consents_of(&consents, &subject_consents, &refs, history)?,
             ..PersonView::default()
         };
         for reference in &refs {
@@ -763,7 +782,7 @@ impl Store for RedbStore {
                 .map_err(engine)?;
             let mut subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
             subject_consents
-                .insert(pair_key(&subject.0, &consent.id.0).as_slice(), ())
+                .insert(pair_key(&subject.0, &consent.id.0).as_slice(), 0)
                 .map_err(engine)?;
         }
         txn.commit().map_err(engine)?;
@@ -806,9 +825,17 @@ impl Store for RedbStore {
                 .map_err(engine)?;
             let persons = txn.open_table(PERSONS).map_err(engine)?;
             let members = txn.open_table(MEMBERS).map_err(engine)?;
-            let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            let mut subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            subject_consents
+                .insert(pair_key(&subject.0, &id.0).as_slice(), 1)
+                .map_err(engine)?;
             let cluster = cluster_of(&persons, &members, subject)?;
-            let after = consents_of(&consents, &subject_consents, &cluster)?;
+            let after = consents_of(
+                &consents,
+                &subject_consents,
+                &cluster,
+                ConsentHistory::Unrevoked,
+            )?;
             let (mut links_cut, mut locations_deleted) = (0, 0);
             if let Some((network, cut, purge)) = revocation_effects(&after, &revoked, today) {
                 let mut links = txn.open_table(LINKS).map_err(engine)?;
@@ -863,7 +890,12 @@ impl Store for RedbStore {
             let consents = txn.open_table(CONSENTS).map_err(engine)?;
             let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
             let cluster = cluster_of(&persons, &members, link.subject)?;
-            let found = consents_of(&consents, &subject_consents, &cluster)?;
+            let found = consents_of(
+                &consents,
+                &subject_consents,
+                &cluster,
+                ConsentHistory::Unrevoked,
+            )?;
             if consent::participation(&found, link.network, today).is_none() {
                 return Ok(LinkOutcome::NoParticipation);
             }
