@@ -648,7 +648,7 @@ async fn who_may_record_and_revoke_and_what_a_purge_deletes() {
     .await;
     let purge = events
         .iter()
-        .find(|e| e.action == "RevokeConsent" && e.outcome == "purged")
+        .find(|e| e.action == "RevokeConsent" && e.outcome == "PURGED")
         .expect("the purge is audited");
     assert_eq!(purge.count, 2, "two locations deleted");
     assert_eq!(purge.deciding_consent_ids, [participations[0].clone()]);

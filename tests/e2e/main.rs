@@ -8,6 +8,7 @@ mod support;
 mod audit;
 mod cli;
 mod consent;
+mod disclosure;
 mod foundation;
 mod interop;
 mod linkage;

@@ -48,7 +48,7 @@ pub struct AuditNote {
     pub emergency: Option<String>,
     /// The consents that decided the outcome.
     pub deciding: Vec<ConsentId>,
-    /// An outcome more precise than the status code (for example `purged`).
+    /// An outcome more precise than the status code (for example `PURGED`).
     pub outcome: Option<&'static str>,
 }
 
@@ -671,7 +671,7 @@ impl Mpi {
                 } => {
                     note.count = links_cut + locations_deleted;
                     if purge {
-                        note.outcome = Some("purged");
+                        note.outcome = Some("PURGED");
                     }
                     Ok(consent)
                 }
