@@ -13,6 +13,7 @@ mod foundation;
 mod interop;
 mod linkage;
 mod locations;
+mod locations_population;
 mod plaintext;
 mod population;
 mod qualifications;

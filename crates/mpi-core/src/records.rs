@@ -673,7 +673,7 @@ impl Mpi {
                     if purge {
                         note.outcome = Some("PURGED");
                     }
-                    Ok(consent)
+                    Ok(*consent)
                 }
                 RevokeOutcome::Unknown => {
                     Err(ServiceError::NotFound("consent_id names no consent".into()))

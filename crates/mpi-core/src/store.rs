@@ -285,7 +285,7 @@ pub enum RevokeOutcome {
     /// Revoked; for a participation, links cut and locations deleted with it.
     Revoked {
         /// The consent in its revoked state.
-        consent: Consent,
+        consent: Box<Consent>,
         /// The subject it was attached to.
         subject: IdentifierKey,
         /// Regional-ID links of the network cut (no participation for it remains, or purge).

@@ -425,7 +425,7 @@ impl Store for MemoryStore {
             }
         }
         Ok(RevokeOutcome::Revoked {
-            consent,
+            consent: Box::new(consent),
             subject,
             links_cut,
             locations_deleted,

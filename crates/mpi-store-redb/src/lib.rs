@@ -872,7 +872,7 @@ impl Store for RedbStore {
                 }
             }
             RevokeOutcome::Revoked {
-                consent: revoked,
+                consent: Box::new(revoked),
                 subject,
                 links_cut,
                 locations_deleted,
