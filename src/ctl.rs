@@ -127,6 +127,119 @@ fn sex(value: Option<SexArg>) -> i32 {
     .into()
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KindArg {
+    Checkup,
+    Treatment,
+    Prescription,
+}
+
+impl From<KindArg> for pb::RecordKind {
+    fn from(kind: KindArg) -> Self {
+        match kind {
+            KindArg::Checkup => Self::Checkup,
+            KindArg::Treatment => Self::Treatment,
+            KindArg::Prescription => Self::Prescription,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GrantArg {
+    /// The patient lets the network index their records and link their regional ID.
+    Participation,
+    /// Whose pointers may be shown to whom.
+    Disclosure,
+}
+
+/// The patient of a consent command, by the card (as of today).
+#[derive(Debug, Args)]
+struct PatientArgs {
+    /// The insured ID on the card, "保険者番号8:記号:番号:枝番".
+    #[arg(long)]
+    patient: String,
+    /// Birth date, for a household-level number without 枝番.
+    #[arg(long, default_value = "")]
+    birth_date: String,
+    /// Sex, with --birth-date.
+    #[arg(long, value_enum)]
+    sex: Option<SexArg>,
+}
+
+impl PatientArgs {
+    fn reference(&self) -> pb::PatientReference {
+        pb::PatientReference {
+            patient: Some(pb::patient_reference::Patient::Insured(member_patient(
+                &self.patient,
+                &self.birth_date,
+                self.sex,
+            ))),
+        }
+    }
+}
+
+/// Consents for operators (and networks, with --as): record, opt out, revoke, list.
+#[derive(Debug, Subcommand)]
+enum ConsentCommand {
+    /// Record a participation or disclosure consent.
+    Record {
+        #[command(flatten)]
+        patient: PatientArgs,
+        #[arg(long, value_enum)]
+        kind: GrantArg,
+        /// The network the consent was given to, "PP-NNNN" (a network caller may omit it).
+        #[arg(long, default_value = "")]
+        network: String,
+        /// Disclosure: who may retrieve: "any", "networks:PP-NNNN,..." or
+        /// "facilities:CODE,...".
+        #[arg(long, default_value = "any")]
+        recipients: String,
+        /// Disclosure: whose pointers: "own" (the network's), "all", or "PP-NNNN,...".
+        #[arg(long, default_value = "own")]
+        sources: String,
+        /// Disclosure: record kinds (default every kind).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        kinds: Vec<KindArg>,
+        /// Disclosure: purposes (default every purpose except emergency).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        purposes: Vec<PurposeArg>,
+        /// First day in force, YYYY-MM-DD (default today).
+        #[arg(long, default_value = "")]
+        valid_from: String,
+        /// Last day in force, YYYY-MM-DD (default until revoked).
+        #[arg(long, default_value = "")]
+        valid_until: String,
+        /// The consent form or document ID.
+        #[arg(long)]
+        evidence: String,
+    },
+    /// Record an opt-out: global dissent that overrides every grant, emergency included.
+    OptOut {
+        #[command(flatten)]
+        patient: PatientArgs,
+        /// The opt-out form or document ID.
+        #[arg(long)]
+        evidence: String,
+    },
+    /// Revoke a consent or an opt-out by its ID.
+    Revoke {
+        /// The ID the consent was recorded with.
+        #[arg(long)]
+        consent_id: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Participation only: also delete the network's pointers and links (right to deletion).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// The patient's whole consent history, revoked and expired included.
+    List {
+        #[command(flatten)]
+        patient: PatientArgs,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum CtlCommand {
     /// Health of the server and of each service.
@@ -212,25 +325,35 @@ enum CtlCommand {
         #[arg(long, value_enum, default_value = "identity-management")]
         purpose: PurposeArg,
     },
-    /// RecordLocator.RegisterLocations (not yet available).
+    /// Consents and opt-outs, readably: record, opt-out, revoke, list.
+    Consent {
+        #[command(subcommand)]
+        command: ConsentCommand,
+    },
+    /// Who retrieved this patient's pointers, when and why (Audit.AccessDisclosure, every page).
+    WhoLooked {
+        #[command(flatten)]
+        patient: PatientArgs,
+    },
+    /// RecordLocator.RegisterLocations (as network-a unless --as).
     RegisterLocations(JsonRequest),
-    /// RecordLocator.WithdrawLocations (not yet available).
+    /// RecordLocator.WithdrawLocations.
     WithdrawLocations(JsonRequest),
-    /// RecordLocator.FindLocations (not yet available).
+    /// RecordLocator.FindLocations (as clinician-a unless --as).
     FindLocations(JsonRequest),
-    /// Federation.LinkRegionalId (not yet available).
+    /// Federation.LinkRegionalId.
     LinkRegionalId(JsonRequest),
-    /// Federation.UnlinkRegionalId (not yet available).
+    /// Federation.UnlinkRegionalId.
     UnlinkRegionalId(JsonRequest),
-    /// Federation.CrossReference (not yet available).
+    /// Federation.CrossReference.
     CrossReference(JsonRequest),
-    /// Consent.RecordConsent (not yet available).
+    /// Consent.RecordConsent.
     RecordConsent(JsonRequest),
-    /// Consent.RevokeConsent (not yet available).
+    /// Consent.RevokeConsent.
     RevokeConsent(JsonRequest),
-    /// Consent.ListConsents (not yet available).
+    /// Consent.ListConsents.
     ListConsents(JsonRequest),
-    /// Audit.AccessDisclosure (not yet available).
+    /// Audit.AccessDisclosure.
     AccessDisclosure(JsonRequest),
     /// Audit.VerifyAuditChain: verify the audit hash chain through the server.
     VerifyAuditChain(JsonRequest),
@@ -253,8 +376,13 @@ impl CtlCommand {
     fn default_client(&self) -> DevClient {
         use CtlCommand::*;
         match self {
-            Health | ListConsents(_) | AccessDisclosure(_) | VerifyAuditChain(_)
-            | ExportAuditEvents(_) => DevClient::Operator,
+            Health
+            | ListConsents(_)
+            | AccessDisclosure(_)
+            | VerifyAuditChain(_)
+            | ExportAuditEvents(_)
+            | Consent { .. }
+            | WhoLooked { .. } => DevClient::Operator,
             ImportHistory { .. }
             | Synth { .. }
             | AuditVerify { .. }
@@ -507,6 +635,8 @@ async fn execute(args: CtlArgs) -> Result<(), CtlError> {
                 println!("{answer}");
             }
         }
+        CtlCommand::Consent { command } => consent_command(&mut consent, command, json).await?,
+        CtlCommand::WhoLooked { patient } => who_looked(&mut audit, patient, json).await?,
         CtlCommand::RegisterLocations(request) => unary!(
             locator,
             register_locations,
@@ -702,4 +832,298 @@ fn audit_verify(data_dir: &Path, from: u64, to: u64, json: bool) -> Result<(), C
     } else {
         Err(CtlError::Broken)
     }
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn recipients(text: &str) -> anyhow::Result<pb::recipients::Recipients> {
+    use pb::recipients::Recipients;
+    if text == "any" {
+        return Ok(Recipients::AnyFacility(true));
+    }
+    if let Some(list) = text.strip_prefix("networks:") {
+        return Ok(Recipients::Networks(pb::NetworkIds {
+            network_ids: split_list(list),
+        }));
+    }
+    if let Some(list) = text.strip_prefix("facilities:") {
+        return Ok(Recipients::Facilities(pb::FacilityCodes {
+            facility_codes: split_list(list),
+        }));
+    }
+    anyhow::bail!(
+        "--recipients must be \"any\", \"networks:PP-NNNN,...\" or \"facilities:CODE,...\""
+    )
+}
+
+fn scope(
+    recipients_text: &str,
+    sources: &str,
+    kinds: &[KindArg],
+    purposes: &[PurposeArg],
+) -> anyhow::Result<pb::DisclosureScope> {
+    let (source_network_ids, all_source_networks) = match sources {
+        "own" => (Vec::new(), false),
+        "all" => (Vec::new(), true),
+        list => (split_list(list), false),
+    };
+    Ok(pb::DisclosureScope {
+        source_network_ids,
+        all_source_networks,
+        recipients: Some(pb::Recipients {
+            recipients: Some(recipients(recipients_text)?),
+        }),
+        kinds: kinds
+            .iter()
+            .map(|k| pb::RecordKind::from(*k).into())
+            .collect(),
+        purposes: purposes
+            .iter()
+            .map(|p| pb::Purpose::from(*p).into())
+            .collect(),
+    })
+}
+
+/// A timestamp as RFC 3339 in UTC.
+fn instant(timestamp: Option<&pbjson_types::Timestamp>) -> String {
+    timestamp
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// One consent as two or three readable lines.
+fn consent_lines(consent: &pb::ConsentRecord) -> String {
+    let kind = match consent.kind() {
+        pb::ConsentKind::Participation => "participation",
+        pb::ConsentKind::Disclosure => "disclosure",
+        pb::ConsentKind::OptOut => "opt-out",
+        pb::ConsentKind::Unspecified => "unspecified",
+    };
+    let status = match consent.status() {
+        pb::ConsentStatus::Active => "ACTIVE",
+        pb::ConsentStatus::Revoked => "REVOKED",
+        pb::ConsentStatus::Expired => "EXPIRED",
+        pb::ConsentStatus::Unspecified => "-",
+    };
+    let network = if consent.network_id.is_empty() {
+        "every network".to_owned()
+    } else {
+        format!("network {}", consent.network_id)
+    };
+    let until = if consent.valid_until.is_empty() {
+        "until revoked".to_owned()
+    } else {
+        format!("until {}", consent.valid_until)
+    };
+    let mut out = format!(
+        "{}  {kind}  {network}  {status}  from {} {until}  evidence {}\n",
+        consent.consent_id, consent.valid_from, consent.evidence_reference
+    );
+    if let Some(scope) = &consent.scope {
+        let to = match scope
+            .recipients
+            .as_ref()
+            .and_then(|r| r.recipients.as_ref())
+        {
+            Some(pb::recipients::Recipients::AnyFacility(_)) => "any facility".to_owned(),
+            Some(pb::recipients::Recipients::Networks(list)) => {
+                format!("networks {}", list.network_ids.join(", "))
+            }
+            Some(pb::recipients::Recipients::Facilities(list)) => {
+                format!("facilities {}", list.facility_codes.join(", "))
+            }
+            None => "-".to_owned(),
+        };
+        let of = if scope.all_source_networks {
+            "every network's pointers".to_owned()
+        } else if scope.source_network_ids.is_empty() {
+            "its own pointers".to_owned()
+        } else {
+            format!("pointers of {}", scope.source_network_ids.join(", "))
+        };
+        out.push_str(&format!("    discloses {of} to {to}\n"));
+    }
+    out.push_str(&format!(
+        "    recorded by {} at {}\n",
+        consent.recorded_by,
+        instant(consent.recorded_at.as_ref())
+    ));
+    if !consent.revoked_by.is_empty() {
+        out.push_str(&format!(
+            "    revoked by {} at {}: {}{}\n",
+            consent.revoked_by,
+            instant(consent.revoked_at.as_ref()),
+            consent.revocation_reason,
+            if consent.purged { " (purged)" } else { "" }
+        ));
+    }
+    out
+}
+
+async fn consent_command(
+    client: &mut pb::consent_client::ConsentClient<Channel>,
+    command: &ConsentCommand,
+    json: bool,
+) -> Result<(), CtlError> {
+    let recorded = match command {
+        ConsentCommand::Record {
+            patient,
+            kind,
+            network,
+            recipients,
+            sources,
+            kinds,
+            purposes,
+            valid_from,
+            valid_until,
+            evidence,
+        } => {
+            let (kind, scope) = match kind {
+                GrantArg::Participation => (pb::ConsentKind::Participation, None),
+                GrantArg::Disclosure => (
+                    pb::ConsentKind::Disclosure,
+                    Some(scope(recipients, sources, kinds, purposes)?),
+                ),
+            };
+            let request = pb::RecordConsentRequest {
+                patient: Some(patient.reference()),
+                kind: kind.into(),
+                network_id: network.clone(),
+                scope,
+                valid_from: valid_from.clone(),
+                valid_until: valid_until.clone(),
+                evidence_reference: evidence.clone(),
+            };
+            client.record_consent(request).await?.into_inner()
+        }
+        ConsentCommand::OptOut { patient, evidence } => {
+            let request = pb::RecordConsentRequest {
+                patient: Some(patient.reference()),
+                kind: pb::ConsentKind::OptOut.into(),
+                evidence_reference: evidence.clone(),
+                ..Default::default()
+            };
+            client.record_consent(request).await?.into_inner()
+        }
+        ConsentCommand::Revoke {
+            consent_id,
+            reason,
+            purge,
+        } => {
+            let request = pb::RevokeConsentRequest {
+                consent_id: consent_id.clone(),
+                reason: reason.clone(),
+                purge: *purge,
+            };
+            client.revoke_consent(request).await?.into_inner()
+        }
+        ConsentCommand::List { patient } => {
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_consents(pb::ListConsentsRequest {
+                        patient: Some(patient.reference()),
+                        purpose: pb::Purpose::PatientRequest.into(),
+                        page_size: 1000,
+                        page_token,
+                    })
+                    .await?
+                    .into_inner();
+                all.extend(page.consents);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            if json {
+                print(
+                    true,
+                    &pb::ListConsentsResponse {
+                        consents: all,
+                        next_page_token: String::new(),
+                    },
+                )?;
+            } else {
+                println!("{} consents", all.len());
+                for consent in &all {
+                    print!("{}", consent_lines(consent));
+                }
+            }
+            return Ok(());
+        }
+    };
+    if json {
+        print(true, &recorded)?;
+    } else {
+        print!("{}", consent_lines(&recorded));
+    }
+    Ok(())
+}
+
+async fn who_looked(
+    client: &mut pb::audit_client::AuditClient<Channel>,
+    patient: &PatientArgs,
+    json: bool,
+) -> Result<(), CtlError> {
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .access_disclosure(pb::AccessDisclosureRequest {
+                patient: Some(patient.reference()),
+                purpose: pb::Purpose::PatientRequest.into(),
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if json {
+        print(
+            true,
+            &pb::AccessDisclosureResponse {
+                entries,
+                next_page_token: String::new(),
+            },
+        )?;
+        return Ok(());
+    }
+    println!("{} retrievals", entries.len());
+    for entry in &entries {
+        let purpose = pb::Purpose::try_from(entry.purpose)
+            .map(|p| {
+                p.as_str_name()
+                    .trim_start_matches("PURPOSE_")
+                    .to_lowercase()
+            })
+            .unwrap_or_else(|_| "-".into());
+        let emergency = if entry.emergency {
+            format!("  EMERGENCY: {}", entry.emergency_reason)
+        } else {
+            String::new()
+        };
+        println!(
+            "{}  {}  {}  for {purpose}  {} disclosed  (event {}){emergency}",
+            instant(entry.at.as_ref()),
+            entry.principal,
+            entry.action,
+            entry.disclosed,
+            entry.sequence
+        );
+    }
+    Ok(())
 }

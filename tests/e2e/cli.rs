@@ -1,4 +1,4 @@
-//! The CLI as a person uses it: `kouiki-mpi ctl synth` and `kouiki-mpi ctl import-history`.
+//! The CLI as a person uses it: `ctl synth`, `ctl import-history`, `ctl consent` and `ctl who-looked`.
 
 use std::process::Command;
 
@@ -151,4 +151,147 @@ async fn import_history_reads_csv_and_json_lines_and_names_rejected_lines() {
         .await
         .unwrap();
     assert_eq!(answer, mpi_proto::v1::SamePersonAnswer::Same);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_record_revoke_and_list_consents_and_ask_who_looked() {
+    let server = TestServer::start().await;
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/examples/history-sample.jsonl"
+    );
+    let (code, _, err) = ctl(&server, &["import-history", sample]);
+    assert_eq!(code, 0, "{err}");
+    let card = "06279012:7702:31:00";
+    let (code, out, err) = ctl(
+        &server,
+        &[
+            "consent",
+            "record",
+            "--patient",
+            card,
+            "--kind",
+            "participation",
+            "--network",
+            "13-0001",
+            "--evidence",
+            "form-2026-001",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("participation  network 13-0001  ACTIVE")
+            && out.contains("recorded by operator:"),
+        "{out}"
+    );
+    let participation = out.split_whitespace().next().unwrap().to_owned();
+    let (code, out, err) = ctl(
+        &server,
+        &[
+            "consent",
+            "record",
+            "--patient",
+            card,
+            "--kind",
+            "disclosure",
+            "--network",
+            "13-0001",
+            "--recipients",
+            "networks:27-0001",
+            "--kinds",
+            "prescription,checkup",
+            "--evidence",
+            "form-2026-002",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("discloses its own pointers to networks 27-0001"),
+        "{out}"
+    );
+    let (code, out, _) = ctl(
+        &server,
+        &[
+            "consent",
+            "opt-out",
+            "--patient",
+            card,
+            "--evidence",
+            "optout-7",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("opt-out  every network  ACTIVE"), "{out}");
+    // Another network may not revoke what the operator recorded.
+    let (code, _, err) = ctl(
+        &server,
+        &[
+            "--as",
+            "network-b",
+            "consent",
+            "revoke",
+            "--consent-id",
+            &participation,
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("PermissionDenied"), "{err}");
+    let (code, out, err) = ctl(
+        &server,
+        &[
+            "consent",
+            "revoke",
+            "--consent-id",
+            &participation,
+            "--reason",
+            "the patient withdrew",
+            "--purge",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("REVOKED") && out.contains("the patient withdrew (purged)"),
+        "{out}"
+    );
+    let (code, out, _) = ctl(&server, &["consent", "list", "--patient", card]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("3 consents\n"), "{out}");
+    assert_eq!(out.matches("REVOKED").count(), 1, "{out}");
+    // Bad input names the field.
+    let (code, _, err) = ctl(
+        &server,
+        &[
+            "consent",
+            "record",
+            "--patient",
+            card,
+            "--kind",
+            "participation",
+            "--evidence",
+            "x",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("network_id"), "{err}");
+
+    // A clinician's retrieval, then "who looked?".
+    let (code, out, _) = ctl(&server, &["who-looked", "--patient", card]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("0 retrievals"), "{out}");
+    let request = format!(
+        r#"{{"patient": {{"insured": {{"insuredId": {{"memberId": "{card}"}}}}}}, "purpose": "PURPOSE_TREATMENT"}}"#
+    );
+    let (code, _, err) = ctl(&server, &["find-locations", "--request", &request]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = ctl(&server, &["who-looked", "--patient", card]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("1 retrievals")
+            && out.contains(
+                "clinician:13-0001:1310123458  FindLocations  for treatment  0 disclosed"
+            ),
+        "{out}"
+    );
 }
