@@ -4,8 +4,12 @@
 //! - `import`: ImportQualifications over mutual TLS against the real server (redb store,
 //!   durable commits) on 127.0.0.1, the whole feed of a population in one stream.
 //! - `resolve`: identity resolution as of a date, in process, on the store that import wrote.
+//! - `locations`: RegisterLocations (batches of 1,000, durable) and FindLocations
+//!   (consent-filtered, audited) over mutual TLS, with the audit log on and off in one run.
 //!
 //! Run with `cargo run --release -p mpi-bench -- all --persons 100000`.
+
+mod locations;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +42,24 @@ struct Cli {
     /// Resolver threads for `resolve`.
     #[arg(long, default_value_t = 2, global = true)]
     threads: usize,
+    /// `locations`: record networks of the synthetic plan.
+    #[arg(long, default_value_t = 3, global = true)]
+    networks: usize,
+    /// `locations`: record events per person on average.
+    #[arg(long, default_value_t = 10, global = true)]
+    events: usize,
+    /// `locations`: seconds of FindLocations load per measurement.
+    #[arg(long, default_value_t = 10, global = true)]
+    seconds: u64,
+    /// `locations`: client connections.
+    #[arg(long, default_value_t = 4, global = true)]
+    connections: usize,
+    /// `locations`: requests in flight.
+    #[arg(long, default_value_t = 64, global = true)]
+    concurrency: usize,
+    /// `locations`: rounds of (audit on, audit off) FindLocations measurements.
+    #[arg(long, default_value_t = 2, global = true)]
+    rounds: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,7 +70,9 @@ enum Command {
     Import,
     /// Resolution in process (after an import).
     Resolve,
-    /// Both.
+    /// RegisterLocations and FindLocations, audit on and off (after an import).
+    Locations,
+    /// All of them.
     All,
 }
 
@@ -57,6 +81,7 @@ struct Row {
     operations: u64,
     seconds: f64,
     note: String,
+    latency: Option<locations::Latency>,
 }
 
 fn horizon() -> NaiveDate {
@@ -67,26 +92,33 @@ fn iso(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
 }
 
+fn wire_insured(holding: &Holding) -> pb::InsuredId {
+    pb::InsuredId {
+        form: Some(pb::insured_id::Form::Parts(pb::InsuredIdParts {
+            insurer_number: holding.insurer_number.clone(),
+            symbol: holding.symbol.clone(),
+            number: holding.number.clone(),
+            branch: holding.branch.clone(),
+        })),
+    }
+}
+
+fn wire_sex(sex: Sex) -> pb::Sex {
+    match sex {
+        Sex::Male => pb::Sex::Male,
+        Sex::Female => pb::Sex::Female,
+        Sex::NotRecorded => pb::Sex::NotRecorded,
+    }
+}
+
 fn wire_record(person: &Person, holding: &Holding) -> pb::QualificationRecord {
     pb::QualificationRecord {
         provider_person_ref: person.reference.clone(),
-        insured_id: Some(pb::InsuredId {
-            form: Some(pb::insured_id::Form::Parts(pb::InsuredIdParts {
-                insurer_number: holding.insurer_number.clone(),
-                symbol: holding.symbol.clone(),
-                number: holding.number.clone(),
-                branch: holding.branch.clone(),
-            })),
-        }),
+        insured_id: Some(wire_insured(holding)),
         qualification_start: iso(holding.start),
         qualification_end: holding.end.map(iso).unwrap_or_default(),
         birth_date: iso(person.birth_date),
-        sex: match person.sex {
-            Sex::Male => pb::Sex::Male,
-            Sex::Female => pb::Sex::Female,
-            Sex::NotRecorded => pb::Sex::NotRecorded,
-        }
-        .into(),
+        sex: wire_sex(person.sex).into(),
         reason_of_loss: match holding.reason_of_loss.map(|r| r.code()) {
             Some(1) => pb::ReasonOfLoss::Death,
             Some(2) => pb::ReasonOfLoss::Welfare,
@@ -166,6 +198,7 @@ async fn import(
             "{} persons, batches of {batch_size}",
             population.persons.len()
         ),
+        latency: None,
     })
 }
 
@@ -229,6 +262,7 @@ fn resolve(
         operations: queries.len() as u64,
         seconds,
         note: format!("{threads} threads, birth date and sex given"),
+        latency: None,
     })
 }
 
@@ -256,17 +290,101 @@ fn main() -> anyhow::Result<()> {
     if matches!(cli.command, Command::Resolve | Command::All) {
         rows.push(resolve(&population, &data_dir, cli.threads)?);
     }
+    let file_size = || {
+        std::fs::metadata(data_dir.join("mpi.redb"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let bytes = file_size();
+    let mut extra = Vec::new();
+    if matches!(cli.command, Command::Locations | Command::All) {
+        let plan = mpi_synth::records::plan_records(&population, cli.networks, cli.events, cli.seed);
+        let loading = Instant::now();
+        let consents = locations::load_consents(&population, &plan, &data_dir)?;
+        eprintln!(
+            "record plan: {} events in {} networks; {consents} consents loaded in {:.1} s",
+            plan.events.len(),
+            plan.networks.len(),
+            loading.elapsed().as_secs_f64()
+        );
+        let tls = tempfile::tempdir()?;
+        let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
+        let before = file_size();
+        let (register, finds) = runtime.block_on(async {
+            let server =
+                locations::Running::start(&data_dir, tls.path(), ca.clone(), true).await?;
+            let register = locations::register(&server, &population, &plan).await?;
+            server.stop().await?;
+            let duration = std::time::Duration::from_secs(cli.seconds.max(1));
+            let mut finds = Vec::new();
+            for _ in 0..cli.rounds.max(1) {
+                for audited in [true, false] {
+                    let server =
+                        locations::Running::start(&data_dir, tls.path(), ca.clone(), audited)
+                            .await?;
+                    let label = if audited {
+                        "FindLocations (mTLS, consent-filtered, audit ON)"
+                    } else {
+                        "FindLocations (mTLS, consent-filtered, audit OFF)"
+                    };
+                    finds.push((
+                        audited,
+                        locations::find(
+                            &server,
+                            &population,
+                            &plan,
+                            duration,
+                            cli.connections,
+                            cli.concurrency,
+                            label,
+                        )
+                        .await?,
+                    ));
+                    server.stop().await?;
+                }
+            }
+            anyhow::Ok((register, finds))
+        })?;
+        let stored = register.operations.max(1);
+        let after = file_size();
+        extra.push(format!(
+            "locations: {:.0} bytes on disk per stored location (store file {:.1} MiB after registration)",
+            after.saturating_sub(before) as f64 / stored as f64,
+            after as f64 / 1048576.0
+        ));
+        let rate = |audited: bool| {
+            let runs: Vec<f64> = finds
+                .iter()
+                .filter(|(a, _)| *a == audited)
+                .map(|(_, row)| row.operations as f64 / row.seconds)
+                .collect();
+            runs.iter().sum::<f64>() / runs.len().max(1) as f64
+        };
+        extra.push(format!(
+            "audit on / audit off FindLocations throughput: {:.0} / {:.0} = {:.2}",
+            rate(true),
+            rate(false),
+            rate(true) / rate(false).max(1.0)
+        ));
+        rows.push(register);
+        rows.extend(finds.into_iter().map(|(_, row)| row));
+    }
     if matches!(cli.command, Command::Import) {
         rows.truncate(1);
     }
-    let bytes: u64 = std::fs::metadata(data_dir.join("mpi.redb"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    println!("| benchmark | operations | seconds | per second | notes |");
-    println!("|---|---:|---:|---:|---|");
+    println!("| benchmark | operations | seconds | per second | p50 ms | p99 ms | p99.9 ms | notes |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for row in &rows {
+        let (p50, p99, p999) = match row.latency {
+            Some(l) => (
+                format!("{:.2}", l.p50 as f64 / 1000.0),
+                format!("{:.2}", l.p99 as f64 / 1000.0),
+                format!("{:.2}", l.p999 as f64 / 1000.0),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
         println!(
-            "| {} | {} | {:.2} | {:.0} | {} |",
+            "| {} | {} | {:.2} | {:.0} | {p50} | {p99} | {p999} | {} |",
             row.name,
             row.operations,
             row.seconds,
@@ -275,9 +393,12 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nstore file: {:.1} MiB ({:.0} bytes per record)",
+        "\nstore file after import: {:.1} MiB ({:.0} bytes per qualification record)",
         bytes as f64 / 1048576.0,
         bytes as f64 / population.record_count().max(1) as f64
     );
+    for line in extra {
+        println!("{line}");
+    }
     Ok(())
 }

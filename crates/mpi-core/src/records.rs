@@ -565,60 +565,93 @@ impl Mpi {
     pub fn record_consent(&self, principal: &Principal, new: NewConsent) -> Noted<Consent> {
         let mut note = AuditNote::default();
         let result = (|| {
-            if let Principal::Network(own) = principal {
-                let foreign = |n: &NetworkId| n != own;
-                match &new.grant {
-                    ConsentGrant::OptOut => {
-                        return Err(ServiceError::PermissionDenied(
-                            "networks record participation and disclosure only; an opt-out is recorded by an operator".into(),
-                        ));
-                    }
-                    ConsentGrant::Participation { network } if foreign(network) => {
-                        return Err(ServiceError::PermissionDenied(format!(
-                            "network {own} may record consents for its own network only"
-                        )));
-                    }
-                    ConsentGrant::Disclosure { network, scope } => {
-                        let sources_ok = match &scope.sources {
-                            SourceNetworks::Recording => true,
-                            SourceNetworks::Listed(list) => !list.iter().any(foreign),
-                            SourceNetworks::All => false,
-                        };
-                        if foreign(network) || !sources_ok {
-                            return Err(ServiceError::PermissionDenied(format!(
-                                "network {own} may record disclosure of its own network's data only"
-                            )));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let today = crate::dates::today_in_japan();
-            let valid_from = new.valid_from.unwrap_or(today);
-            if new.valid_until.is_some_and(|until| until < valid_from) {
-                return Err(ServiceError::invalid(
-                    "valid_until",
-                    "must not be before valid_from",
-                ));
-            }
-            let subject = self.subject(&new.patient, today)?;
+            let (subject, consent) = self.prepare_consent(principal, new)?;
             note.person = Some(subject.person);
-            let consent = Consent {
-                id: ConsentId::random(),
-                grant: new.grant,
-                valid_from,
-                valid_until: new.valid_until,
-                evidence: new.evidence,
-                recorded_by: principal.to_string(),
-                recorded_at_micros: now_micros(),
-                revocation: None,
-            };
-            self.store().record_consent(subject.reference, &consent)?;
+            self.store()
+                .record_consents(&[(subject.reference, consent.clone())])?;
             note.count = 1;
             note.deciding = vec![consent.id];
             Ok(consent)
         })();
         (result, note)
+    }
+
+    /// Records many consents at once (a bulk load by an operator's tool), each checked as
+    /// RecordConsent checks it; the accepted ones are stored in one transaction. One result
+    /// per consent, in order.
+    pub fn record_consents(
+        &self,
+        principal: &Principal,
+        news: Vec<NewConsent>,
+    ) -> ServiceResult<Vec<ServiceResult<ConsentId>>> {
+        let mut accepted = Vec::new();
+        let results = news
+            .into_iter()
+            .map(|new| {
+                let (subject, consent) = self.prepare_consent(principal, new)?;
+                let id = consent.id;
+                accepted.push((subject.reference, consent));
+                Ok(id)
+            })
+            .collect();
+        self.store().record_consents(&accepted)?;
+        Ok(results)
+    }
+
+    /// Checks what the caller may record and resolves the patient as of today.
+    fn prepare_consent(
+        &self,
+        principal: &Principal,
+        new: NewConsent,
+    ) -> ServiceResult<(Subject, Consent)> {
+        if let Principal::Network(own) = principal {
+            let foreign = |n: &NetworkId| n != own;
+            match &new.grant {
+                ConsentGrant::OptOut => {
+                    return Err(ServiceError::PermissionDenied(
+                        "networks record participation and disclosure only; an opt-out is recorded by an operator".into(),
+                    ));
+                }
+                ConsentGrant::Participation { network } if foreign(network) => {
+                    return Err(ServiceError::PermissionDenied(format!(
+                        "network {own} may record consents for its own network only"
+                    )));
+                }
+                ConsentGrant::Disclosure { network, scope } => {
+                    let sources_ok = match &scope.sources {
+                        SourceNetworks::Recording => true,
+                        SourceNetworks::Listed(list) => !list.iter().any(foreign),
+                        SourceNetworks::All => false,
+                    };
+                    if foreign(network) || !sources_ok {
+                        return Err(ServiceError::PermissionDenied(format!(
+                            "network {own} may record disclosure of its own network's data only"
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let today = crate::dates::today_in_japan();
+        let valid_from = new.valid_from.unwrap_or(today);
+        if new.valid_until.is_some_and(|until| until < valid_from) {
+            return Err(ServiceError::invalid(
+                "valid_until",
+                "must not be before valid_from",
+            ));
+        }
+        let subject = self.subject(&new.patient, today)?;
+        let consent = Consent {
+            id: ConsentId::random(),
+            grant: new.grant,
+            valid_from,
+            valid_until: new.valid_until,
+            evidence: new.evidence,
+            recorded_by: principal.to_string(),
+            recorded_at_micros: now_micros(),
+            revocation: None,
+        };
+        Ok((subject, consent))
     }
 
     /// RevokeConsent: an operator, or the network that recorded it. With `purge` (participation

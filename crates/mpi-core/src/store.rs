@@ -397,8 +397,8 @@ pub trait Store: Send + Sync + 'static {
     /// The person's cluster, consents, locations and links, from one snapshot.
     fn person_view(&self, person: PersonKey, consents: ConsentHistory) -> StoreResult<PersonView>;
 
-    /// Stores a new consent attached to `subject`.
-    fn record_consent(&self, subject: IdentifierKey, consent: &Consent) -> StoreResult<()>;
+    /// Stores new consents, each attached to its subject, in one atomic, durable transaction.
+    fn record_consents(&self, consents: &[(IdentifierKey, Consent)]) -> StoreResult<()>;
 
     /// The consent with this ID and its subject.
     fn consent(&self, id: ConsentId) -> StoreResult<Option<(IdentifierKey, Consent)>>;

@@ -71,6 +71,7 @@ pub struct Prepared {
     audit_writer: crate::audit_log::AuditWriter,
     tls: ServerTlsConfig,
     dev_pki: Option<(PkiPaths, bool)>,
+    unaudited: bool,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -80,6 +81,16 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Prepared {
+    /// Serves without writing audit events, to measure what the audit log costs (the FindLocations
+    /// benchmark runs with and without it). No configuration setting, flag or environment
+    /// variable leads here: only a program that links this library and calls it, and `serve`
+    /// then logs a warning at start.
+    pub fn unaudited_for_benchmark(mut self) -> Self {
+        self.audit = crate::audit_log::AuditLog::discarding();
+        self.unaudited = true;
+        self
+    }
+
     /// The development PKI directory, when the server uses one, and whether it was created now.
     pub fn dev_pki(&self) -> Option<(&PkiPaths, bool)> {
         self.dev_pki
@@ -134,6 +145,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
         audit_writer,
         tls,
         dev_pki,
+        unaudited: false,
     })
 }
 
@@ -201,8 +213,12 @@ pub async fn serve(
         audit,
         audit_writer,
         tls,
+        unaudited,
         ..
     } = prepared;
+    if unaudited {
+        tracing::warn!("serving WITHOUT the audit log (benchmark mode): calls leave no trace");
+    }
     let limits = config.limits.clone();
     let metrics = Arc::new(Metrics::default());
     let ctx = Ctx::new(mpi, audit, metrics.clone(), limits.clone());
@@ -271,6 +287,9 @@ pub async fn serve(
         let connections = connections.clone();
         async move {
             let stream = accepted?;
+            // The builder's `tcp_nodelay` applies only to listeners tonic binds itself; without
+            // it here, small answers wait for the peer's delayed ACK (about 40 ms each).
+            stream.set_nodelay(true)?;
             // Waiting here leaves further connections in the listen backlog.
             let permit = connections
                 .acquire_owned()

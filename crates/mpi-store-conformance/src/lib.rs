@@ -492,10 +492,10 @@ pub fn locations_need_participation_widen_and_withdraw(store: &dyn Store) {
         [RegisterOutcome::NoParticipation]
     );
     store
-        .record_consent(key(1), &participation("13-0001"))
+        .record_consents(&[(key(1), participation("13-0001"))])
         .unwrap();
     store
-        .record_consent(key(2), &participation("13-0001"))
+        .record_consents(&[(key(2), participation("13-0001"))])
         .unwrap();
     let later = located(1, "13-0001", "doc-1", day(2024, 9, 30));
     let other = located(1, "13-0001", "doc-2", day(2024, 5, 5));
@@ -568,7 +568,7 @@ pub fn person_view_follows_merges_and_unmerges(store: &dyn Store) {
     people(store, &[1, 2]);
     for subject in [1, 2] {
         store
-            .record_consent(key(subject), &participation("13-0001"))
+            .record_consents(&[(key(subject), participation("13-0001"))])
             .unwrap();
     }
     let a = located(1, "13-0001", "doc-a", day(2024, 4, 1));
@@ -609,9 +609,13 @@ pub fn revoking_participation_cuts_links_and_purge_deletes_locations(store: &dyn
     let first = participation("13-0001");
     let second = participation("13-0001");
     let other = participation("14-0001");
-    for consent in [&first, &second, &other] {
-        store.record_consent(key(1), consent).unwrap();
-    }
+    store
+        .record_consents(&[
+            (key(1), first.clone()),
+            (key(1), second.clone()),
+            (key(1), other.clone()),
+        ])
+        .unwrap();
     let link = RegionalLink {
         regional_key: key(50),
         network: network("13-0001"),
@@ -728,7 +732,7 @@ pub fn links_need_participation_and_belong_to_one_subject(store: &dyn Store) {
     );
     for subject in [1, 2] {
         store
-            .record_consent(key(subject), &participation("13-0001"))
+            .record_consents(&[(key(subject), participation("13-0001"))])
             .unwrap();
     }
     assert_eq!(

@@ -370,12 +370,14 @@ impl Store for MemoryStore {
         })
     }
 
-    fn record_consent(&self, subject: IdentifierKey, consent: &Consent) -> StoreResult<()> {
+    fn record_consents(&self, consents: &[(IdentifierKey, Consent)]) -> StoreResult<()> {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
-        tables
-            .consents
-            .insert(consent.id, (subject, consent.clone()));
-        tables.subject_consents.insert((subject, consent.id), false);
+        for (subject, consent) in consents {
+            tables
+                .consents
+                .insert(consent.id, (*subject, consent.clone()));
+            tables.subject_consents.insert((*subject, consent.id), false);
+        }
         Ok(())
     }
 

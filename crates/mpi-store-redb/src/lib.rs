@@ -770,20 +770,22 @@ impl Store for RedbStore {
         Ok(view)
     }
 
-    fn record_consent(&self, subject: IdentifierKey, consent: &Consent) -> StoreResult<()> {
+    fn record_consents(&self, records: &[(IdentifierKey, Consent)]) -> StoreResult<()> {
         let txn = self.db.begin_write().map_err(engine)?;
         {
             let mut consents = txn.open_table(CONSENTS).map_err(engine)?;
-            consents
-                .insert(
-                    consent.id.0.as_slice(),
-                    consent_value(subject, consent).as_slice(),
-                )
-                .map_err(engine)?;
             let mut subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
-            subject_consents
-                .insert(pair_key(&subject.0, &consent.id.0).as_slice(), 0)
-                .map_err(engine)?;
+            for (subject, consent) in records {
+                consents
+                    .insert(
+                        consent.id.0.as_slice(),
+                        consent_value(*subject, consent).as_slice(),
+                    )
+                    .map_err(engine)?;
+                subject_consents
+                    .insert(pair_key(&subject.0, &consent.id.0).as_slice(), 0)
+                    .map_err(engine)?;
+            }
         }
         txn.commit().map_err(engine)?;
         Ok(())

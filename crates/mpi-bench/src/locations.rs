@@ -1,0 +1,370 @@
+//! The record-location benchmarks: RegisterLocations (batches of 1,000, durable) and
+//! FindLocations (consent-filtered, audited) over mutual TLS against the real server, with the
+//! audit log on and off in one run.
+//!
+//! The server's TLS comes from a CA this program generates, so that every network of the
+//! synthetic record plan and a clinician of a network outside it get certificates. Consents are
+//! loaded in process (one transaction per 10,000) before the server starts: they are set-up,
+//! not what is measured.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mpi_core::consent::{ConsentGrant, DisclosureScope, Recipients, SourceNetworks};
+use mpi_core::ids::{FacilityCode, NetworkId};
+use mpi_core::keys::Keyer;
+use mpi_core::principal::Principal;
+use mpi_core::qualification::{Demographics, InsuredPatient};
+use mpi_core::records::{NewConsent, PatientRef};
+use mpi_core::service::Mpi;
+use mpi_proto::v1 as pb;
+use mpi_server::client::{ClientIdentity, connect};
+use mpi_server::config::{Config, FileConfig, Overrides, TlsSource};
+use mpi_server::pki::CertAuthority;
+use mpi_store_redb::RedbStore;
+use mpi_synth::records::{ConsentClass, RecordPlan};
+use mpi_synth::{Person, Population};
+use tonic::transport::Channel;
+
+use crate::{Row, iso, wire_insured, wire_sex};
+
+/// A server running for the benchmark.
+pub struct Running {
+    address: String,
+    ca: Arc<CertAuthority>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), mpi_server::ServerError>>,
+}
+
+impl Running {
+    /// Starts the real server on 127.0.0.1:0 over `data_dir`, with TLS from `ca`.
+    pub async fn start(
+        data_dir: &Path,
+        tls_dir: &Path,
+        ca: Arc<CertAuthority>,
+        audited: bool,
+    ) -> anyhow::Result<Self> {
+        mpi_server::install_crypto_provider();
+        let server_cert = ca.issue_server()?;
+        for (name, contents) in [
+            ("ca.pem", ca.cert_pem()),
+            ("server.pem", server_cert.cert_pem),
+            ("server.key", server_cert.key_pem),
+        ] {
+            std::fs::write(tls_dir.join(name), contents)?;
+        }
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            metrics_listen: Some("off".into()),
+            data_dir: Some(data_dir.to_path_buf()),
+            ..Default::default()
+        };
+        let mut config = Config::resolve(FileConfig::default(), overrides)?;
+        config.tls = TlsSource::Files {
+            cert: tls_dir.join("server.pem"),
+            key: tls_dir.join("server.key"),
+            client_ca: tls_dir.join("ca.pem"),
+        };
+        config.limits.max_concurrent_streams = 1024;
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let address = listener.local_addr()?.to_string();
+        let mut prepared =
+            tokio::task::spawn_blocking(move || mpi_server::prepare(config)).await??;
+        if !audited {
+            prepared = prepared.unaudited_for_benchmark();
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(mpi_server::serve(prepared, listener, None, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            address,
+            ca,
+            stop,
+            task,
+        })
+    }
+
+    /// A new connection as `principal`.
+    pub async fn channel(&self, principal: &Principal) -> anyhow::Result<Channel> {
+        let issued = self.ca.issue_client(principal)?;
+        let identity = ClientIdentity {
+            ca_pem: self.ca.cert_pem().into_bytes(),
+            cert_pem: issued.cert_pem.into_bytes(),
+            key_pem: issued.key_pem.into_bytes(),
+        };
+        Ok(connect(&self.address, &identity).await?)
+    }
+
+    /// Stops the server and waits until its store is closed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
+fn card_today(population: &Population, person: &Person) -> Option<usize> {
+    person
+        .holdings
+        .iter()
+        .position(|h| h.holds_on(population.until) && !h.ambiguous_on(population.until))
+}
+
+fn insured_patient(person: &Person, holding: usize) -> Option<InsuredPatient> {
+    Some(InsuredPatient {
+        insured_id: person.holdings[holding].insured_id()?,
+        demographics: Some(Demographics {
+            birth_date: person.birth_date,
+            sex: person.sex,
+        }),
+    })
+}
+
+/// Loads the plan's consents into the store in process; returns how many.
+pub fn load_consents(
+    population: &Population,
+    plan: &RecordPlan,
+    data_dir: &Path,
+) -> anyhow::Result<usize> {
+    let secret = mpi_server::secret::load_or_create(&data_dir.join("secret.key"))?;
+    let store = RedbStore::open(&data_dir.join("mpi.redb"))?;
+    let mpi = Mpi::new(Arc::new(store), Keyer::new(&secret));
+    let operator = Principal::Operator("bench".into());
+    let mut consents = Vec::new();
+    for (index, person) in population.persons.iter().enumerate() {
+        let class = plan.consent[index];
+        let card = card_today(population, person);
+        let (Some(card), true) = (card, class != ConsentClass::None) else {
+            continue;
+        };
+        let patient = insured_patient(person, card).context("synthetic insured ID")?;
+        for network in plan.networks_of(index) {
+            consents.push(NewConsent {
+                patient: PatientRef::Insured(patient.clone()),
+                grant: ConsentGrant::Participation {
+                    network: NetworkId::parse(&plan.networks[network].id)?,
+                },
+                valid_from: None,
+                valid_until: None,
+                evidence: format!("form/{}", person.reference),
+            });
+        }
+        if class == ConsentClass::Full {
+            consents.push(NewConsent {
+                patient: PatientRef::Insured(patient),
+                grant: ConsentGrant::Disclosure {
+                    network: NetworkId::parse(&plan.networks[0].id)?,
+                    scope: DisclosureScope {
+                        sources: SourceNetworks::All,
+                        recipients: Recipients::AnyFacility,
+                        kinds: Vec::new(),
+                        purposes: Vec::new(),
+                    },
+                },
+                valid_from: None,
+                valid_until: None,
+                evidence: format!("form/{}", person.reference),
+            });
+        }
+    }
+    let total = consents.len();
+    let mut rest = consents;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(10_000));
+        let results = mpi.record_consents(&operator, rest)?;
+        anyhow::ensure!(
+            results.iter().all(Result::is_ok),
+            "a consent was refused while loading"
+        );
+        rest = tail;
+    }
+    Ok(total)
+}
+
+fn wire_patient(person: &Person, holding: usize) -> pb::PatientReference {
+    pb::PatientReference {
+        patient: Some(pb::patient_reference::Patient::Insured(pb::InsuredPatient {
+            insured_id: Some(wire_insured(&person.holdings[holding])),
+            birth_date: iso(person.birth_date),
+            sex: wire_sex(person.sex).into(),
+        })),
+    }
+}
+
+/// Every network registers its events concurrently, 1,000 per call; durable when answered.
+pub async fn register(
+    server: &Running,
+    population: &Population,
+    plan: &RecordPlan,
+) -> anyhow::Result<Row> {
+    let mut batches = Vec::new();
+    for (index, network) in plan.networks.iter().enumerate() {
+        let items: Vec<pb::LocationRegistration> = plan
+            .events
+            .iter()
+            .filter(|e| e.network == index)
+            .map(|e| pb::LocationRegistration {
+                patient: Some(wire_patient(&population.persons[e.person], e.holding)),
+                facility_code: e.facility.clone(),
+                kind: i32::from(e.kind),
+                first_service_date: iso(e.service_date),
+                last_service_date: String::new(),
+                reference: e.reference.clone(),
+                network_id: String::new(),
+            })
+            .collect();
+        let requests: Vec<_> = items
+            .chunks(1000)
+            .map(|chunk| pb::RegisterLocationsRequest {
+                items: chunk.to_vec(),
+            })
+            .collect();
+        let principal = Principal::Network(NetworkId::parse(&network.id)?);
+        batches.push((server.channel(&principal).await?, requests));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (channel, requests) in batches {
+        tasks.push(tokio::spawn(async move {
+            let mut client = pb::record_locator_client::RecordLocatorClient::new(channel)
+                .max_encoding_message_size(16 << 20);
+            let mut stored = 0u64;
+            for request in requests {
+                let results = client.register_locations(request).await?.into_inner().results;
+                stored += results
+                    .iter()
+                    .filter(|r| r.outcome() == pb::RegistrationOutcome::Stored)
+                    .count() as u64;
+            }
+            Ok::<u64, tonic::Status>(stored)
+        }));
+    }
+    let mut stored = 0;
+    for task in tasks {
+        stored += task.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Row {
+        name: "RegisterLocations (mTLS, durable)",
+        operations: stored,
+        seconds,
+        note: format!(
+            "{} networks in parallel, batches of 1,000; {} events, {} refused (no participation)",
+            plan.networks.len(),
+            plan.events.len(),
+            plan.events.len() as u64 - stored
+        ),
+        latency: None,
+    })
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+}
+
+fn percentiles(mut micros: Vec<u64>) -> Latency {
+    micros.sort_unstable();
+    let at = |q: f64| {
+        micros
+            .get(((micros.len() as f64 * q) as usize).min(micros.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Latency {
+        p50: at(0.50),
+        p99: at(0.99),
+        p999: at(0.999),
+    }
+}
+
+/// FindLocations by today's card for persons who consented to disclosure, from a clinician
+/// outside the record networks, for `duration`, over `connections` connections with
+/// `concurrency` requests in flight.
+pub async fn find(
+    server: &Running,
+    population: &Population,
+    plan: &RecordPlan,
+    duration: Duration,
+    connections: usize,
+    concurrency: usize,
+    label: &'static str,
+) -> anyhow::Result<Row> {
+    let patients: Arc<Vec<pb::PatientReference>> = Arc::new(
+        population
+            .persons
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| plan.consent[*index] == ConsentClass::Full)
+            .filter_map(|(_, person)| card_today(population, person).map(|h| wire_patient(person, h)))
+            .collect(),
+    );
+    anyhow::ensure!(!patients.is_empty(), "no consenting persons to ask for");
+    let body = "471014701";
+    let check = mpi_core::ids::luhn::check_digit(body.as_bytes()).context("check digit")?;
+    let doctor = Principal::Clinician {
+        network: NetworkId::parse("47-0001")?,
+        facility: FacilityCode::parse(&format!("{body}{check}"))?,
+    };
+    let mut channels = Vec::new();
+    for _ in 0..connections.max(1) {
+        channels.push(server.channel(&doctor).await?);
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = Vec::new();
+    for worker in 0..concurrency.max(1) {
+        let channel = channels[worker % channels.len()].clone();
+        let patients = patients.clone();
+        workers.push(tokio::spawn(async move {
+            let mut client = pb::record_locator_client::RecordLocatorClient::new(channel);
+            let mut latencies = Vec::new();
+            let mut disclosed = 0u64;
+            let mut next = worker * 7919;
+            while Instant::now() < deadline {
+                let patient = patients[next % patients.len()].clone();
+                next += concurrency.max(1);
+                let asked = Instant::now();
+                let answer = client
+                    .find_locations(pb::FindLocationsRequest {
+                        patient: Some(patient),
+                        purpose: pb::Purpose::Treatment.into(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                latencies.push(asked.elapsed().as_micros() as u64);
+                disclosed += answer.locations.len() as u64;
+            }
+            Ok::<_, tonic::Status>((latencies, disclosed))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut disclosed = 0;
+    for worker in workers {
+        let (mine, found) = worker.await??;
+        latencies.extend(mine);
+        disclosed += found;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let operations = latencies.len() as u64;
+    Ok(Row {
+        name: label,
+        operations,
+        seconds,
+        note: format!(
+            "{connections} connections, {concurrency} in flight, {:.1} locations per answer",
+            disclosed as f64 / operations.max(1) as f64
+        ),
+        latency: Some(percentiles(latencies)),
+    })
+}
