@@ -98,7 +98,7 @@ async fn every_call_is_audited_and_tampering_is_found_offline() {
     {
         use redb::ReadableTable;
         let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
-        let db = redb::Database::open(dir.join("mpi.redb")).unwrap();
+        let db = redb::Database::open(dir.join("audit.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
             let mut events = txn.open_table(table).unwrap();

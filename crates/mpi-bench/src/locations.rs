@@ -186,11 +186,13 @@ pub fn load_consents(
 
 fn wire_patient(person: &Person, holding: usize) -> pb::PatientReference {
     pb::PatientReference {
-        patient: Some(pb::patient_reference::Patient::Insured(pb::InsuredPatient {
-            insured_id: Some(wire_insured(&person.holdings[holding])),
-            birth_date: iso(person.birth_date),
-            sex: wire_sex(person.sex).into(),
-        })),
+        patient: Some(pb::patient_reference::Patient::Insured(
+            pb::InsuredPatient {
+                insured_id: Some(wire_insured(&person.holdings[holding])),
+                birth_date: iso(person.birth_date),
+                sex: wire_sex(person.sex).into(),
+            },
+        )),
     }
 }
 
@@ -233,7 +235,11 @@ pub async fn register(
                 .max_encoding_message_size(16 << 20);
             let mut stored = 0u64;
             for request in requests {
-                let results = client.register_locations(request).await?.into_inner().results;
+                let results = client
+                    .register_locations(request)
+                    .await?
+                    .into_inner()
+                    .results;
                 stored += results
                     .iter()
                     .filter(|r| r.outcome() == pb::RegistrationOutcome::Stored)
@@ -305,7 +311,9 @@ pub async fn find(
             .iter()
             .enumerate()
             .filter(|(index, _)| plan.consent[*index] == ConsentClass::Full)
-            .filter_map(|(_, person)| card_today(population, person).map(|h| wire_patient(person, h)))
+            .filter_map(|(_, person)| {
+                card_today(population, person).map(|h| wire_patient(person, h))
+            })
             .collect(),
     );
     anyhow::ensure!(!patients.is_empty(), "no consenting persons to ask for");

@@ -298,7 +298,8 @@ fn main() -> anyhow::Result<()> {
     let bytes = file_size();
     let mut extra = Vec::new();
     if matches!(cli.command, Command::Locations | Command::All) {
-        let plan = mpi_synth::records::plan_records(&population, cli.networks, cli.events, cli.seed);
+        let plan =
+            mpi_synth::records::plan_records(&population, cli.networks, cli.events, cli.seed);
         let loading = Instant::now();
         let consents = locations::load_consents(&population, &plan, &data_dir)?;
         eprintln!(
@@ -311,8 +312,7 @@ fn main() -> anyhow::Result<()> {
         let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
         let before = file_size();
         let (register, finds) = runtime.block_on(async {
-            let server =
-                locations::Running::start(&data_dir, tls.path(), ca.clone(), true).await?;
+            let server = locations::Running::start(&data_dir, tls.path(), ca.clone(), true).await?;
             let register = locations::register(&server, &population, &plan).await?;
             server.stop().await?;
             let duration = std::time::Duration::from_secs(cli.seconds.max(1));
@@ -372,7 +372,9 @@ fn main() -> anyhow::Result<()> {
     if matches!(cli.command, Command::Import) {
         rows.truncate(1);
     }
-    println!("| benchmark | operations | seconds | per second | p50 ms | p99 ms | p99.9 ms | notes |");
+    println!(
+        "| benchmark | operations | seconds | per second | p50 ms | p99 ms | p99.9 ms | notes |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for row in &rows {
         let (p50, p99, p999) = match row.latency {

@@ -205,6 +205,32 @@ pub fn chain(head: ChainHead, events: Vec<NewAuditEvent>) -> (Vec<AuditEvent>, C
     (chained, current)
 }
 
+/// Places new events after `head` as stored rows, encoding each event's content once; returns
+/// the rows and the new head. This is what the audit writer appends.
+pub fn chain_rows<'a>(
+    head: ChainHead,
+    events: impl IntoIterator<Item = &'a NewAuditEvent>,
+) -> (Vec<crate::store::AuditRow>, ChainHead) {
+    let mut current = head;
+    let rows = events
+        .into_iter()
+        .map(|event| {
+            let sequence = current.sequence + 1;
+            let content = encode_content(event);
+            let hash = event_hash(&current.hash, sequence, &content);
+            let row = crate::store::AuditRow {
+                sequence,
+                previous_hash: current.hash,
+                hash,
+                content,
+            };
+            current = ChainHead { sequence, hash };
+            row
+        })
+        .collect();
+    (rows, current)
+}
+
 /// The result of verifying a range of the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {

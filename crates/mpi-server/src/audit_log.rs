@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use mpi_core::audit::{ChainHead, NewAuditEvent, chain};
+use mpi_core::audit::{ChainHead, NewAuditEvent, chain_rows};
 use mpi_core::keys::IdentifierKey;
-use mpi_core::store::{AuditRow, Store, StoreError};
+use mpi_core::store::{Store, StoreError};
 use mpi_core::{ServiceError, ServiceResult};
 use tokio::sync::{mpsc, oneshot};
 
@@ -120,24 +120,22 @@ fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Re
                 Err(_) => break,
             }
         }
-        let events = group.iter().map(|pending| pending.event.clone()).collect();
-        let (chained, _) = chain(head, events);
-        let rows: Vec<AuditRow> = chained.iter().map(AuditRow::of).collect();
+        let (rows, _) = chain_rows(head, group.iter().map(|pending| &pending.event));
         let index: Vec<(u64, IdentifierKey)> = group
             .iter()
-            .zip(&chained)
-            .flat_map(|(pending, event)| {
+            .zip(&rows)
+            .flat_map(|(pending, row)| {
                 pending
                     .disclosed
                     .iter()
-                    .map(move |subject| (event.sequence, *subject))
+                    .map(move |subject| (row.sequence, *subject))
             })
             .collect();
         match store.append_audit(&rows, &index) {
             Ok(new_head) => {
                 head = new_head;
-                for (pending, event) in group.into_iter().zip(&chained) {
-                    let _ = pending.done.send(Ok(event.sequence));
+                for (pending, row) in group.into_iter().zip(&rows) {
+                    let _ = pending.done.send(Ok(row.sequence));
                 }
             }
             Err(error) => {

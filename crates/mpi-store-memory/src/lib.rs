@@ -376,7 +376,9 @@ impl Store for MemoryStore {
             tables
                 .consents
                 .insert(consent.id, (*subject, consent.clone()));
-            tables.subject_consents.insert((*subject, consent.id), false);
+            tables
+                .subject_consents
+                .insert((*subject, consent.id), false);
         }
         Ok(())
     }

@@ -6,15 +6,18 @@
 //! - `persons`: person reference key → person key;
 //! - `members`: person key · person reference key → (): each person's cluster of references;
 //! - `merges`: merge ID → merge record (what moved, who, when, why, and any unmerge);
-//! - `audit`: sequence → previous hash, hash, event content (the tamper-evident chain);
-//! - `audit_head`: the chain head, anchored apart from the events;
-//! - `audit_index`: subject · sequence → (): which events disclosed whose data;
 //! - `locations`: subject · network · facility · kind · reference digest → location;
 //! - `location_index`: network · facility · kind · reference digest → subject;
-//! - `consents`: consent ID → subject · consent; `subject_consents`: subject · consent ID → ();
+//! - `consents`: consent ID → subject · consent; `subject_consents`: subject · consent ID →
+//!   revoked flag;
 //! - `links`: regional key → subject · network · sealed local ID; `subject_links`: subject ·
 //!   regional key → ();
 //! - `meta`: schema version and the merge sequence.
+//!
+//! The audit chain lives in a second file, `audit.redb`, beside the first:
+//! - `audit`: sequence → previous hash, hash, event content (the tamper-evident chain);
+//! - `audit_head`: the chain head, anchored apart from the events;
+//! - `audit_index`: subject · sequence → (): which events disclosed whose data.
 //!
 //! Identifiers are keyed hashes before they get here; nothing in the file is an identifier in
 //! plaintext.
@@ -272,9 +275,13 @@ fn engine(error: impl Into<redb::Error>) -> StoreError {
     StoreError::Engine(error.into().to_string())
 }
 
-/// The redb store: one database file.
+/// The redb store: two database files. The main one holds identities, locations, consents and
+/// links; the audit chain (events, anchored head, disclosure index) has a file of its own, so
+/// that its frequent small group commits neither wait for the main file's writer nor pay for
+/// its size.
 pub struct RedbStore {
     db: Database,
+    audit_db: Database,
 }
 
 impl RedbStore {
@@ -288,9 +295,6 @@ impl RedbStore {
             txn.open_table(PERSONS).map_err(engine)?;
             txn.open_table(MEMBERS).map_err(engine)?;
             txn.open_table(MERGES).map_err(engine)?;
-            txn.open_table(AUDIT).map_err(engine)?;
-            txn.open_table(AUDIT_HEAD).map_err(engine)?;
-            txn.open_table(AUDIT_INDEX).map_err(engine)?;
             txn.open_table(LOCATIONS).map_err(engine)?;
             txn.open_table(LOCATION_INDEX).map_err(engine)?;
             txn.open_table(CONSENTS).map_err(engine)?;
@@ -316,7 +320,20 @@ impl RedbStore {
             }
         }
         txn.commit().map_err(engine)?;
-        Ok(Self { db })
+        let audit_db = Database::create(&Self::audit_path(path)).map_err(engine)?;
+        let txn = audit_db.begin_write().map_err(engine)?;
+        {
+            txn.open_table(AUDIT).map_err(engine)?;
+            txn.open_table(AUDIT_HEAD).map_err(engine)?;
+            txn.open_table(AUDIT_INDEX).map_err(engine)?;
+        }
+        txn.commit().map_err(engine)?;
+        Ok(Self { db, audit_db })
+    }
+
+    /// The audit chain's file beside the main one: `audit.redb` next to `mpi.redb`.
+    pub fn audit_path(path: &Path) -> std::path::PathBuf {
+        path.with_file_name("audit.redb")
     }
 }
 
@@ -550,7 +567,7 @@ impl Store for RedbStore {
         rows: &[AuditRow],
         index: &[(u64, IdentifierKey)],
     ) -> StoreResult<ChainHead> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.audit_db.begin_write().map_err(engine)?;
         let head = {
             let mut anchor = txn.open_table(AUDIT_HEAD).map_err(engine)?;
             let stored = anchor
@@ -582,7 +599,7 @@ impl Store for RedbStore {
     }
 
     fn audit_head(&self) -> StoreResult<ChainHead> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.audit_db.begin_read().map_err(engine)?;
         let anchor = txn.open_table(AUDIT_HEAD).map_err(engine)?;
         anchor
             .get("head")
@@ -596,7 +613,7 @@ impl Store for RedbStore {
         if from > to {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.audit_db.begin_read().map_err(engine)?;
         let audit = txn.open_table(AUDIT).map_err(engine)?;
         audit
             .range(from..=to)
@@ -615,7 +632,7 @@ impl Store for RedbStore {
         from: u64,
         limit: usize,
     ) -> StoreResult<Vec<AuditRow>> {
-        let txn = self.db.begin_read().map_err(engine)?;
+        let txn = self.audit_db.begin_read().map_err(engine)?;
         let index = txn.open_table(AUDIT_INDEX).map_err(engine)?;
         let audit = txn.open_table(AUDIT).map_err(engine)?;
         let mut sequences = std::collections::BTreeSet::new();
@@ -1042,7 +1059,7 @@ mod tests {
         // Flip one byte of event 5's content, offline, in the file itself.
         {
             let store = RedbStore::open(&path).unwrap();
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.audit_db.begin_write().unwrap();
             {
                 let mut audit = txn.open_table(AUDIT).unwrap();
                 let mut value = audit.get(5).unwrap().unwrap().value().to_vec();
@@ -1057,7 +1074,7 @@ mod tests {
         // Restore it, then cut the last event off the end: the anchored head shows it.
         {
             let store = RedbStore::open(&path).unwrap();
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.audit_db.begin_write().unwrap();
             {
                 let mut audit = txn.open_table(AUDIT).unwrap();
                 audit
