@@ -68,6 +68,7 @@ async fn find_locations_returns_exactly_the_ground_truth_for_every_person() {
     // Consents, recorded by the operator for every person who gave them.
     let consents = scene.consents(&operator()).await;
     let mut requests = Vec::new();
+    let networks_by_person = plan.networks_by_person();
     for (index, person) in population.persons.iter().enumerate() {
         let class = plan.consent[index];
         let Some(card) = card_today(&population, person) else {
@@ -78,7 +79,7 @@ async fn find_locations_returns_exactly_the_ground_truth_for_every_person() {
             continue;
         }
         let patient = patient_on(person, card);
-        for network_index in plan.networks_of(index) {
+        for &network_index in &networks_by_person[index] {
             requests.push(pb::RecordConsentRequest {
                 patient: Some(patient.clone()),
                 kind: pb::ConsentKind::Participation.into(),

@@ -134,6 +134,7 @@ pub fn load_consents(
     let mpi = Mpi::new(Arc::new(store), Keyer::new(&secret));
     let operator = Principal::Operator("bench".into());
     let mut consents = Vec::new();
+    let networks_by_person = plan.networks_by_person();
     for (index, person) in population.persons.iter().enumerate() {
         let class = plan.consent[index];
         let card = card_today(population, person);
@@ -141,7 +142,7 @@ pub fn load_consents(
             continue;
         };
         let patient = insured_patient(person, card).context("synthetic insured ID")?;
-        for network in plan.networks_of(index) {
+        for &network in &networks_by_person[index] {
             consents.push(NewConsent {
                 patient: PatientRef::Insured(patient.clone()),
                 grant: ConsentGrant::Participation {

@@ -111,12 +111,25 @@ impl AuditWriter {
     }
 }
 
+/// Under load (the previous commit ended less than [`BUSY`] ago) the writer keeps gathering a
+/// group for up to this long: fewer, larger commits for at most this much added latency. An
+/// idle server commits a lone event at once.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
+/// See [`GATHER`].
+const BUSY: std::time::Duration = std::time::Duration::from_millis(2);
+
 fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Receiver<Pending>) {
+    let mut last_commit = std::time::Instant::now() - BUSY;
     while let Some(first) = receiver.blocking_recv() {
         let mut group = vec![first];
+        let busy = last_commit.elapsed() < BUSY;
+        let gather_until = std::time::Instant::now() + GATHER;
         while group.len() < GROUP_MAX {
             match receiver.try_recv() {
                 Ok(next) => group.push(next),
+                Err(_) if busy && std::time::Instant::now() < gather_until => {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
                 Err(_) => break,
             }
         }
@@ -131,7 +144,9 @@ fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Re
                     .map(move |subject| (row.sequence, *subject))
             })
             .collect();
-        match store.append_audit(&rows, &index) {
+        let appended = store.append_audit(&rows, &index);
+        last_commit = std::time::Instant::now();
+        match appended {
             Ok(new_head) => {
                 head = new_head;
                 for (pending, row) in group.into_iter().zip(&rows) {

@@ -77,6 +77,21 @@ impl RecordPlan {
         networks.dedup();
         networks
     }
+
+    /// For every person, the networks in which they have records (one pass over the events).
+    pub fn networks_by_person(&self) -> Vec<Vec<usize>> {
+        let mut by_person = vec![Vec::new(); self.consent.len()];
+        for event in &self.events {
+            let networks: &mut Vec<usize> = &mut by_person[event.person];
+            if !networks.contains(&event.network) {
+                networks.push(event.network);
+            }
+        }
+        for networks in &mut by_person {
+            networks.sort_unstable();
+        }
+        by_person
+    }
 }
 
 /// Makes `networks` networks (at most 47) of five facilities each, and about
@@ -190,6 +205,10 @@ mod tests {
             ConsentClass::None,
         ] {
             assert!(plan.consent.contains(&class), "{class:?}");
+        }
+        let by_person = plan.networks_by_person();
+        for person in [0, 1, 17, 299] {
+            assert_eq!(by_person[person], plan.networks_of(person));
         }
         let again = plan_records(&population, 4, 3, 9);
         assert_eq!(again.events, plan.events);
