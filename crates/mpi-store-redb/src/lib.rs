@@ -17,12 +17,18 @@
 //! The audit chain lives in a second file, `audit.redb`, beside the first:
 //! - `audit`: sequence → previous hash, hash, event content (the tamper-evident chain);
 //! - `audit_head`: the chain head, anchored apart from the events;
-//! - `audit_index`: subject · sequence → (): which events disclosed whose data.
+//! - `audit_subjects`: sequence → the subjects the event disclosed.
+//!
+//! The index for access disclosure, subject · sequence → (), lives in a third file,
+//! `audit-index.redb`, folded from `audit_subjects` in the background (`disclosure_index`).
 //!
 //! Identifiers are keyed hashes before they get here; nothing in the file is an identifier in
 //! plaintext.
 
+mod disclosure_index;
+
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use mpi_core::audit::ChainHead;
@@ -47,7 +53,6 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// The chain head, kept apart from the events so that cutting events off the end shows.
 const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_head");
-const AUDIT_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("audit_index");
 const LOCATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locations");
 const LOCATION_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("location_index");
 const CONSENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("consents");
@@ -281,7 +286,9 @@ fn engine(error: impl Into<redb::Error>) -> StoreError {
 /// its size.
 pub struct RedbStore {
     db: Database,
-    audit_db: Database,
+    audit_db: Arc<Database>,
+    /// Declared last: dropping it stops the folder thread, which holds the audit file too.
+    disclosure: disclosure_index::DisclosureIndex,
 }
 
 impl RedbStore {
@@ -320,15 +327,24 @@ impl RedbStore {
             }
         }
         txn.commit().map_err(engine)?;
-        let audit_db = Database::create(&Self::audit_path(path)).map_err(engine)?;
+        let audit_db = Arc::new(Database::create(Self::audit_path(path)).map_err(engine)?);
         let txn = audit_db.begin_write().map_err(engine)?;
         {
             txn.open_table(AUDIT).map_err(engine)?;
             txn.open_table(AUDIT_HEAD).map_err(engine)?;
-            txn.open_table(AUDIT_INDEX).map_err(engine)?;
+            txn.open_table(disclosure_index::AUDIT_SUBJECTS)
+                .map_err(engine)?;
         }
         txn.commit().map_err(engine)?;
-        Ok(Self { db, audit_db })
+        let disclosure = disclosure_index::DisclosureIndex::open(
+            &path.with_file_name("audit-index.redb"),
+            audit_db.clone(),
+        )?;
+        Ok(Self {
+            db,
+            audit_db,
+            disclosure,
+        })
     }
 
     /// The audit chain's file beside the main one: `audit.redb` next to `mpi.redb`.
@@ -586,10 +602,22 @@ impl Store for RedbStore {
             anchor
                 .insert("head", audit_codec::head_value(head).as_slice())
                 .map_err(engine)?;
-            let mut audit_index = txn.open_table(AUDIT_INDEX).map_err(engine)?;
+            // Per event, the subjects it disclosed, appended in sequence order; the folder moves
+            // them into the subject index off this commit path (see `disclosure_index`).
+            let mut staged = txn
+                .open_table(disclosure_index::AUDIT_SUBJECTS)
+                .map_err(engine)?;
+            let mut by_sequence: std::collections::BTreeMap<u64, Vec<IdentifierKey>> =
+                std::collections::BTreeMap::new();
             for (sequence, subject) in index {
-                audit_index
-                    .insert(pair_key(&subject.0, &sequence.to_be_bytes()).as_slice(), ())
+                by_sequence.entry(*sequence).or_default().push(*subject);
+            }
+            for (sequence, subjects) in by_sequence {
+                staged
+                    .insert(
+                        sequence,
+                        disclosure_index::subjects_value(&subjects).as_slice(),
+                    )
                     .map_err(engine)?;
             }
             head
@@ -632,27 +660,11 @@ impl Store for RedbStore {
         from: u64,
         limit: usize,
     ) -> StoreResult<Vec<AuditRow>> {
+        let sequences = self.disclosure.sequences_of(subjects, from, limit)?;
         let txn = self.audit_db.begin_read().map_err(engine)?;
-        let index = txn.open_table(AUDIT_INDEX).map_err(engine)?;
         let audit = txn.open_table(AUDIT).map_err(engine)?;
-        let mut sequences = std::collections::BTreeSet::new();
-        for subject in subjects {
-            let start = pair_key(&subject.0, &from.to_be_bytes());
-            let end = pair_key(&subject.0, &u64::MAX.to_be_bytes());
-            for item in index
-                .range(start.as_slice()..=end.as_slice())
-                .map_err(engine)?
-                .take(limit)
-            {
-                let (key, _) = item.map_err(engine)?;
-                let mut sequence = [0u8; 8];
-                sequence.copy_from_slice(&key.value()[32..]);
-                sequences.insert(u64::from_be_bytes(sequence));
-            }
-        }
         sequences
             .into_iter()
-            .take(limit)
             .map(|sequence| {
                 let value = audit
                     .get(sequence)
@@ -990,6 +1002,59 @@ mod tests {
     }
 
     mpi_store_conformance::store_conformance!(fresh());
+
+    #[test]
+    fn the_disclosure_index_answers_the_same_before_and_after_folding_and_reopening() {
+        use mpi_core::audit::{ChainHead, NewAuditEvent, chain_rows};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mpi.redb");
+        let event = |i: u32| NewAuditEvent {
+            at_micros: i64::from(i),
+            principal: "clinician:13-0001:3410712362".into(),
+            action: "FindLocations".into(),
+            purpose: 1,
+            person_key: None,
+            outcome: "OK".into(),
+            count: 1,
+            emergency: false,
+            emergency_reason: String::new(),
+            deciding_consents: Vec::new(),
+        };
+        let events: Vec<_> = (1..=300).map(event).collect();
+        let (rows, _) = chain_rows(ChainHead::EMPTY, &events);
+        let index: Vec<_> = (1..=300u64)
+            .map(|sequence| (sequence, IdentifierKey([(sequence % 7) as u8; 32])))
+            .collect();
+        let expected: Vec<u64> = (1..=300u64).filter(|s| s % 7 == 3).collect();
+        let sequences = |store: &RedbStore| {
+            store
+                .audit_rows_of(&[IdentifierKey([3; 32])], 0, 1000)
+                .unwrap()
+                .iter()
+                .map(|r| r.sequence)
+                .collect::<Vec<_>>()
+        };
+        let store = RedbStore::open(&path).unwrap();
+        store.append_audit(&rows[..150], &index[..150]).unwrap();
+        store.disclosure.fold_all().unwrap();
+        store.append_audit(&rows[150..], &index[150..]).unwrap();
+        // Half folded, half not: the answer is whole.
+        assert_eq!(sequences(&store), expected);
+        store.disclosure.fold_all().unwrap();
+        assert_eq!(sequences(&store), expected);
+        drop(store);
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(sequences(&store), expected);
+        assert_eq!(
+            store
+                .audit_rows_of(&[IdentifierKey([3; 32])], 200, 2)
+                .unwrap()
+                .iter()
+                .map(|r| r.sequence)
+                .collect::<Vec<_>>(),
+            [206, 213]
+        );
+    }
 
     #[test]
     fn data_survives_reopening() {
