@@ -197,11 +197,13 @@ fn wire_patient(person: &Person, holding: usize) -> pb::PatientReference {
     }
 }
 
-/// Every network registers its events concurrently, 1,000 per call; durable when answered.
+/// Every network registers its events concurrently, 1,000 per call, `in_flight` calls at a
+/// time; durable when answered.
 pub async fn register(
     server: &Running,
     population: &Population,
     plan: &RecordPlan,
+    in_flight: usize,
 ) -> anyhow::Result<Row> {
     let mut batches = Vec::new();
     for (index, network) in plan.networks.iter().enumerate() {
@@ -226,7 +228,16 @@ pub async fn register(
             })
             .collect();
         let principal = Principal::Network(NetworkId::parse(&network.id)?);
-        batches.push((server.channel(&principal).await?, requests));
+        let channel = server.channel(&principal).await?;
+        // Each network keeps `in_flight` batches in flight over its connection.
+        let lanes = in_flight.max(1);
+        let mut split: Vec<Vec<pb::RegisterLocationsRequest>> = vec![Vec::new(); lanes];
+        for (position, request) in requests.into_iter().enumerate() {
+            split[position % lanes].push(request);
+        }
+        for lane in split {
+            batches.push((channel.clone(), lane));
+        }
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -259,7 +270,7 @@ pub async fn register(
         operations: stored,
         seconds,
         note: format!(
-            "{} networks in parallel, batches of 1,000; {} events, {} refused (no participation)",
+            "{} networks in parallel, {in_flight} batches of 1,000 in flight each; {} events, {} refused (no participation)",
             plan.networks.len(),
             plan.events.len(),
             plan.events.len() as u64 - stored

@@ -57,6 +57,9 @@ struct Cli {
     /// `locations`: requests in flight.
     #[arg(long, default_value_t = 64, global = true)]
     concurrency: usize,
+    /// `locations`: RegisterLocations batches in flight per network.
+    #[arg(long, default_value_t = 8, global = true)]
+    register_in_flight: usize,
     /// `locations`: rounds of (audit on, audit off) FindLocations measurements.
     #[arg(long, default_value_t = 2, global = true)]
     rounds: usize,
@@ -313,7 +316,8 @@ fn main() -> anyhow::Result<()> {
         let before = file_size();
         let (register, finds) = runtime.block_on(async {
             let server = locations::Running::start(&data_dir, tls.path(), ca.clone(), true).await?;
-            let register = locations::register(&server, &population, &plan).await?;
+            let register =
+                locations::register(&server, &population, &plan, cli.register_in_flight).await?;
             server.stop().await?;
             let duration = std::time::Duration::from_secs(cli.seconds.max(1));
             let mut finds = Vec::new();

@@ -44,7 +44,7 @@ fn index_key(subject: &IdentifierKey, sequence: u64) -> [u8; 40] {
 
 /// The subjects of one `audit_subjects` row.
 fn subjects_of(value: &[u8]) -> StoreResult<Vec<IdentifierKey>> {
-    if value.len() % 32 != 0 {
+    if !value.len().is_multiple_of(32) {
         return Err(StoreError::Corrupt("audit subjects length".into()));
     }
     value.chunks(32).map(key32).collect()
@@ -194,15 +194,13 @@ fn fold(db: &Database, audit_db: &Database) -> StoreResult<bool> {
         let staged = txn.open_table(AUDIT_SUBJECTS).map_err(engine)?;
         let mut pairs = Vec::new();
         let mut through = head;
-        let mut rows = 0;
-        for item in staged.range(from + 1..=head).map_err(engine)? {
+        for (rows, item) in staged.range(from + 1..=head).map_err(engine)?.enumerate() {
             let (sequence, value) = item.map_err(engine)?;
             if rows == FOLD_ROWS {
                 // Stop before this row: everything below it is folded.
                 through = sequence.value() - 1;
                 break;
             }
-            rows += 1;
             for subject in subjects_of(value.value())? {
                 pairs.push(index_key(&subject, sequence.value()));
             }

@@ -25,7 +25,15 @@
 //! Identifiers are keyed hashes before they get here; nothing in the file is an identifier in
 //! plaintext.
 
+mod combiner;
 mod disclosure_index;
+
+/// One RegisterLocations call waiting for the writer.
+struct RegistrationRequest {
+    network: NetworkId,
+    today: NaiveDate,
+    items: Vec<SubjectLocation>,
+}
 
 use std::path::Path;
 use std::sync::Arc;
@@ -286,6 +294,8 @@ fn engine(error: impl Into<redb::Error>) -> StoreError {
 /// its size.
 pub struct RedbStore {
     db: Database,
+    /// Concurrent RegisterLocations calls share one write transaction.
+    registrations: combiner::Combiner<RegistrationRequest, Vec<RegisterOutcome>>,
     audit_db: Arc<Database>,
     /// Declared last: dropping it stops the folder thread, which holds the audit file too.
     disclosure: disclosure_index::DisclosureIndex,
@@ -342,9 +352,93 @@ impl RedbStore {
         )?;
         Ok(Self {
             db,
+            registrations: combiner::Combiner::default(),
             audit_db,
             disclosure,
         })
+    }
+
+    /// Registers the locations of several calls in one transaction (the combiner hands over
+    /// every call waiting for the writer): all of them are stored or none. Items are written in
+    /// key order across the calls (subjects are random hashes, as for qualifications).
+    fn register_group(
+        &self,
+        group: &[RegistrationRequest],
+    ) -> StoreResult<Vec<Vec<RegisterOutcome>>> {
+        let mut order: Vec<(Vec<u8>, usize, usize)> = Vec::new();
+        for (call, request) in group.iter().enumerate() {
+            for (index, item) in request.items.iter().enumerate() {
+                let key = location::codec::key(item.subject, &item.location.id);
+                order.push((key.to_vec(), call, index));
+            }
+        }
+        order.sort_unstable();
+        let mut outcomes: Vec<Vec<RegisterOutcome>> = group
+            .iter()
+            .map(|request| vec![RegisterOutcome::NoParticipation; request.items.len()])
+            .collect();
+        let txn = self.db.begin_write().map_err(engine)?;
+        {
+            let persons = txn.open_table(PERSONS).map_err(engine)?;
+            let members = txn.open_table(MEMBERS).map_err(engine)?;
+            let consents = txn.open_table(CONSENTS).map_err(engine)?;
+            let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
+            let mut location_index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
+            let mut participating = std::collections::HashMap::new();
+            for (key, call, index) in order {
+                let request = &group[call];
+                let item = &request.items[index];
+                let asked = (item.subject, request.network, request.today);
+                let allowed = match participating.get(&asked) {
+                    Some(allowed) => *allowed,
+                    None => {
+                        let cluster = cluster_of(&persons, &members, item.subject)?;
+                        let found = consents_of(
+                            &consents,
+                            &subject_consents,
+                            &cluster,
+                            ConsentHistory::Unrevoked,
+                        )?;
+                        let allowed =
+                            consent::participation(&found, request.network, request.today)
+                                .is_some();
+                        participating.insert(asked, allowed);
+                        allowed
+                    }
+                };
+                if !allowed {
+                    continue;
+                }
+                let id_key = &key[32..];
+                let owner = location_index
+                    .get(id_key)
+                    .map_err(engine)?
+                    .map(|value| key32(value.value()))
+                    .transpose()?;
+                if owner.is_some_and(|owner| owner != item.subject) {
+                    outcomes[call][index] = RegisterOutcome::RegisteredForAnother;
+                    continue;
+                }
+                let mut stored = item.location.clone();
+                if let Some(existing) = locations.get(key.as_slice()).map_err(engine)? {
+                    let mut widened = location::codec::decode(existing.value())?;
+                    widened.widen(&item.location);
+                    stored = widened;
+                }
+                locations
+                    .insert(key.as_slice(), location::codec::value(&stored).as_slice())
+                    .map_err(engine)?;
+                if owner.is_none() {
+                    location_index
+                        .insert(id_key, item.subject.0.as_slice())
+                        .map_err(engine)?;
+                }
+                outcomes[call][index] = RegisterOutcome::Stored;
+            }
+        }
+        txn.commit().map_err(engine)?;
+        Ok(outcomes)
     }
 
     /// The audit chain's file beside the main one: `audit.redb` next to `mpi.redb`.
@@ -681,73 +775,14 @@ impl Store for RedbStore {
         today: NaiveDate,
         items: &[SubjectLocation],
     ) -> StoreResult<Vec<RegisterOutcome>> {
-        // Write in key order (subjects are random hashes), as for qualifications.
-        let keys: Vec<_> = items
-            .iter()
-            .map(|item| location::codec::key(item.subject, &item.location.id))
-            .collect();
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-        let txn = self.db.begin_write().map_err(engine)?;
-        let mut outcomes = vec![RegisterOutcome::NoParticipation; items.len()];
-        {
-            let persons = txn.open_table(PERSONS).map_err(engine)?;
-            let members = txn.open_table(MEMBERS).map_err(engine)?;
-            let consents = txn.open_table(CONSENTS).map_err(engine)?;
-            let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
-            let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
-            let mut location_index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
-            let mut participating = std::collections::HashMap::new();
-            for index in order {
-                let item = &items[index];
-                let allowed = match participating.get(&item.subject) {
-                    Some(allowed) => *allowed,
-                    None => {
-                        let cluster = cluster_of(&persons, &members, item.subject)?;
-                        let found = consents_of(
-                            &consents,
-                            &subject_consents,
-                            &cluster,
-                            ConsentHistory::Unrevoked,
-                        )?;
-                        let allowed = consent::participation(&found, network, today).is_some();
-                        participating.insert(item.subject, allowed);
-                        allowed
-                    }
-                };
-                if !allowed {
-                    continue;
-                }
-                let key = &keys[index];
-                let id_key = &key[32..];
-                let owner = location_index
-                    .get(id_key)
-                    .map_err(engine)?
-                    .map(|value| key32(value.value()))
-                    .transpose()?;
-                if owner.is_some_and(|owner| owner != item.subject) {
-                    outcomes[index] = RegisterOutcome::RegisteredForAnother;
-                    continue;
-                }
-                let mut stored = item.location.clone();
-                if let Some(existing) = locations.get(key.as_slice()).map_err(engine)? {
-                    let mut widened = location::codec::decode(existing.value())?;
-                    widened.widen(&item.location);
-                    stored = widened;
-                }
-                locations
-                    .insert(key.as_slice(), location::codec::value(&stored).as_slice())
-                    .map_err(engine)?;
-                if owner.is_none() {
-                    location_index
-                        .insert(id_key, item.subject.0.as_slice())
-                        .map_err(engine)?;
-                }
-                outcomes[index] = RegisterOutcome::Stored;
-            }
-        }
-        txn.commit().map_err(engine)?;
-        Ok(outcomes)
+        self.registrations.run(
+            RegistrationRequest {
+                network,
+                today,
+                items: items.to_vec(),
+            },
+            |group| self.register_group(group),
+        )
     }
 
     fn withdraw_locations(&self, ids: &[LocationId]) -> StoreResult<Vec<bool>> {
@@ -1002,6 +1037,98 @@ mod tests {
     }
 
     mpi_store_conformance::store_conformance!(fresh());
+
+    #[test]
+    fn concurrent_registrations_are_combined_without_losing_or_mixing_any() {
+        use mpi_core::consent::{Consent, ConsentGrant, ConsentId};
+        use mpi_core::ids::FacilityCode;
+        use mpi_core::location::{Location, LocationId, RecordKind, RecordReference};
+        let (store, _dir) = fresh();
+        let network = NetworkId::parse("13-0001").unwrap();
+        let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let entries: Vec<_> = (0..8u8)
+            .map(|subject| QualificationEntry {
+                insured_key: IdentifierKey([subject + 100; 32]),
+                person_ref_key: IdentifierKey([subject; 32]),
+                start: day,
+                end: None,
+                demographic: mpi_core::keys::DemographicTag([0; 16]),
+                reason_of_loss: None,
+            })
+            .collect();
+        store.upsert_qualifications(&entries).unwrap();
+        // Subjects 0..6 participate; 7 does not.
+        let consents: Vec<_> = (0..7u8)
+            .map(|subject| {
+                (
+                    IdentifierKey([subject; 32]),
+                    Consent {
+                        id: ConsentId::random(),
+                        grant: ConsentGrant::Participation { network },
+                        valid_from: day,
+                        valid_until: None,
+                        evidence: "form".into(),
+                        recorded_by: "operator:ops".into(),
+                        recorded_at_micros: 0,
+                        revocation: None,
+                    },
+                )
+            })
+            .collect();
+        store.record_consents(&consents).unwrap();
+        let store = std::sync::Arc::new(store);
+        let threads: Vec<_> = (0..8u8)
+            .map(|subject| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut stored = 0;
+                    for call in 0..25 {
+                        let items: Vec<_> = (0..20)
+                            .map(|item| SubjectLocation {
+                                subject: IdentifierKey([subject; 32]),
+                                location: Location {
+                                    id: LocationId {
+                                        network,
+                                        facility: FacilityCode::parse("3410712362").unwrap(),
+                                        kind: RecordKind::Treatment,
+                                        reference: RecordReference::parse(&format!(
+                                            "s{subject}/c{call}/i{item}"
+                                        ))
+                                        .unwrap(),
+                                    },
+                                    first_service: day,
+                                    last_service: day,
+                                    registered_at_micros: 1,
+                                },
+                            })
+                            .collect();
+                        let outcomes = store.register_locations(network, today, &items).unwrap();
+                        assert_eq!(outcomes.len(), 20);
+                        stored += outcomes
+                            .iter()
+                            .filter(|o| **o == RegisterOutcome::Stored)
+                            .count();
+                    }
+                    stored
+                })
+            })
+            .collect();
+        let stored: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(stored, [500, 500, 500, 500, 500, 500, 500, 0]);
+        for subject in 0..8u8 {
+            let person = store.persons_of(&[IdentifierKey([subject; 32])]).unwrap()[0].unwrap();
+            let view = store.person_view(person, ConsentHistory::Full).unwrap();
+            assert_eq!(view.locations.len(), if subject < 7 { 500 } else { 0 });
+            assert!(view.locations.iter().all(|l| {
+                l.location
+                    .id
+                    .reference
+                    .as_str()
+                    .starts_with(&format!("s{subject}/"))
+            }));
+        }
+    }
 
     #[test]
     fn the_disclosure_index_answers_the_same_before_and_after_folding_and_reopening() {
