@@ -381,6 +381,26 @@ impl Mpi {
         })
     }
 
+    /// What a retrieval starts from: who asks, today, and the patient's data as of today (read
+    /// in one snapshot); the note learns the person and whose data is about to be disclosed.
+    fn disclosure_view(
+        &self,
+        principal: &Principal,
+        patient: &PatientRef,
+        why: &Why,
+        note: &mut AuditNote,
+    ) -> ServiceResult<(Requester, NaiveDate, crate::store::PersonView)> {
+        let requester = self.requester(principal, why)?;
+        let today = crate::dates::today_in_japan();
+        let subject = self.subject(patient, today)?;
+        note.person = Some(subject.person);
+        let view = self
+            .store()
+            .person_view(subject.person, ConsentHistory::Unrevoked)?;
+        note.disclosed_subjects = view.refs.clone();
+        Ok((requester, today, view))
+    }
+
     fn note_for(why: &Why) -> AuditNote {
         AuditNote {
             purpose: Some(why.purpose),
@@ -406,14 +426,8 @@ impl Mpi {
     ) -> Noted<Paged<Location>> {
         let mut note = Self::note_for(why);
         let result = (|| {
-            let requester = self.requester(principal, why)?;
-            let today = crate::dates::today_in_japan();
-            let subject = self.subject(patient, today)?;
-            note.person = Some(subject.person);
-            let view = self
-                .store()
-                .person_view(subject.person, ConsentHistory::Unrevoked)?;
-            note.disclosed_subjects = view.refs.clone();
+            let (requester, today, view) =
+                self.disclosure_view(principal, patient, why, &mut note)?;
             let mut deciding = BTreeSet::new();
             let mut shown: Vec<Location> = view
                 .locations
@@ -464,14 +478,8 @@ impl Mpi {
     ) -> Noted<Vec<String>> {
         let mut note = Self::note_for(why);
         let result = (|| {
-            let requester = self.requester(principal, why)?;
-            let today = crate::dates::today_in_japan();
-            let subject = self.subject(patient, today)?;
-            note.person = Some(subject.person);
-            let view = self
-                .store()
-                .person_view(subject.person, ConsentHistory::Unrevoked)?;
-            note.disclosed_subjects = view.refs.clone();
+            let (requester, today, view) =
+                self.disclosure_view(principal, patient, why, &mut note)?;
             let Some(allowed) = consent::decide(&view.consents, target, None, &requester, today)
             else {
                 return Ok(Vec::new());

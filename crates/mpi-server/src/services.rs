@@ -191,6 +191,11 @@ async fn blocking_noted<T: Send + 'static>(
     }
 }
 
+/// The result of a call refused before it did anything: nothing to note beyond the refusal.
+fn refused<T>(error: ServiceError) -> Noted<T> {
+    (Err(error), AuditNote::default())
+}
+
 fn invalid(violations: Vec<mpi_core::FieldViolation>) -> ServiceError {
     ServiceError::InvalidArgument(violations)
 }
@@ -612,14 +617,12 @@ impl pb::record_locator_server::RecordLocator for RecordLocatorAdapter {
                 |mpi, principal, message| {
                     let network = match bound_network(principal) {
                         Ok(network) => network,
-                        Err(error) => return (Err(error), AuditNote::default()),
+                        Err(error) => return refused(error),
                     };
                     let (patient, filter, why, page) =
                         match convert::find_request(&message, network) {
                             Ok(checked) => checked,
-                            Err(violations) => {
-                                return (Err(invalid(violations)), AuditNote::default());
-                            }
+                            Err(violations) => return refused(invalid(violations)),
                         };
                     let (result, note) =
                         mpi.find_locations(principal, &patient, &filter, &why, page);
@@ -655,7 +658,7 @@ impl pb::federation_server::Federation for FederationAdapter {
                     });
                     let (patient, as_of, regional) = match checked {
                         Ok(checked) => checked,
-                        Err(error) => return (Err(error), AuditNote::default()),
+                        Err(error) => return refused(error),
                     };
                     let (result, note) = mpi.link_regional_id(&patient, as_of, &regional);
                     (
@@ -682,7 +685,7 @@ impl pb::federation_server::Federation for FederationAdapter {
                     });
                     let regional = match checked {
                         Ok(checked) => checked,
-                        Err(error) => return (Err(error), AuditNote::default()),
+                        Err(error) => return refused(error),
                     };
                     let (result, note) = mpi.unlink_regional_id(&regional);
                     (result.map(|()| pb::UnlinkRegionalIdResponse {}), note)
@@ -705,7 +708,7 @@ impl pb::federation_server::Federation for FederationAdapter {
                     });
                     let (patient, target, why) = match checked {
                         Ok(checked) => checked,
-                        Err(error) => return (Err(error), AuditNote::default()),
+                        Err(error) => return refused(error),
                     };
                     let (result, note) = mpi.cross_reference(principal, &patient, target, &why);
                     let response = result.map(|regional_ids| pb::CrossReferenceResponse {
@@ -736,9 +739,7 @@ impl pb::consent_server::Consent for ConsentAdapter {
                 |mpi, principal, message| {
                     let new = match convert::consent_request(&message, principal.network()) {
                         Ok(new) => new,
-                        Err(violations) => {
-                            return (Err(invalid(violations)), AuditNote::default());
-                        }
+                        Err(violations) => return refused(invalid(violations)),
                     };
                     let (result, note) = mpi.record_consent(principal, new);
                     (result.map(|consent| convert::wire_consent(&consent)), note)
@@ -758,9 +759,7 @@ impl pb::consent_server::Consent for ConsentAdapter {
                 |mpi, principal, message| {
                     let (id, reason) = match convert::revoke_request(&message) {
                         Ok(checked) => checked,
-                        Err(violations) => {
-                            return (Err(invalid(violations)), AuditNote::default());
-                        }
+                        Err(violations) => return refused(invalid(violations)),
                     };
                     let (result, note) = mpi.revoke_consent(principal, id, &reason, message.purge);
                     (result.map(|consent| convert::wire_consent(&consent)), note)
@@ -780,9 +779,7 @@ impl pb::consent_server::Consent for ConsentAdapter {
                 |mpi, _principal, message| {
                     let (patient, page) = match convert::list_consents_request(&message) {
                         Ok(checked) => checked,
-                        Err(violations) => {
-                            return (Err(invalid(violations)), AuditNote::default());
-                        }
+                        Err(violations) => return refused(invalid(violations)),
                     };
                     let (result, note) = mpi.list_consents(&patient, page);
                     let response = result.map(|paged| pb::ListConsentsResponse {
@@ -818,9 +815,7 @@ impl pb::audit_server::Audit for AuditAdapter {
                     let (patient, from, to, page) =
                         match convert::access_disclosure_request(&message) {
                             Ok(checked) => checked,
-                            Err(violations) => {
-                                return (Err(invalid(violations)), AuditNote::default());
-                            }
+                            Err(violations) => return refused(invalid(violations)),
                         };
                     let (result, note) =
                         mpi.access_disclosure(&patient, from, to, page.offset as u64, page.size);
