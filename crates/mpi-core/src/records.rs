@@ -6,7 +6,7 @@
 //! the audit chain before it answers: the person concerned (pseudonymous), the references whose
 //! data was disclosed, the purpose, the count and the consents that decided it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::NaiveDate;
 
@@ -21,6 +21,7 @@ use crate::location::{Location, LocationId, RecordKind, SubjectLocation};
 use crate::principal::Principal;
 use crate::qualification::InsuredPatient;
 use crate::reason::Reason;
+use crate::resolution::{Resolved, Subject, resolve_many};
 use crate::service::{Mpi, now_micros};
 use crate::store::{ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome};
 
@@ -167,19 +168,6 @@ pub const DISCLOSING_ACTIONS: [&str; 2] = ["FindLocations", "CrossReference"];
 /// Maximum length of a consent's evidence reference.
 pub const EVIDENCE_MAX_CHARS: usize = 128;
 
-/// A resolved patient: the person and the reference (subject) that data is attached to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Subject {
-    person: PersonKey,
-    reference: IdentifierKey,
-}
-
-enum Resolved {
-    One(Subject),
-    Ambiguous,
-    Unknown,
-}
-
 fn not_found_patient() -> ServiceError {
     ServiceError::NotFound("no person holds that identifier on that date".into())
 }
@@ -191,67 +179,11 @@ fn ambiguous_patient() -> ServiceError {
 }
 
 impl Mpi {
-    /// Resolves many insured patients, each as of its day, with two store reads in all.
     fn resolve_subjects(
         &self,
         patients: &[(&InsuredPatient, NaiveDate)],
     ) -> ServiceResult<Vec<Resolved>> {
-        let keyer = self.keyer();
-        let insured_keys: Vec<_> = patients
-            .iter()
-            .map(|(patient, _)| keyer.insured(&patient.insured_id))
-            .collect();
-        let entries = self.store().qualifications_by_insured(&insured_keys)?;
-        let candidates: Vec<BTreeSet<IdentifierKey>> = patients
-            .iter()
-            .zip(&entries)
-            .map(|((patient, on), entries)| {
-                let tag = patient
-                    .demographics
-                    .map(|d| keyer.demographic(d.birth_date, d.sex));
-                entries
-                    .iter()
-                    .filter(|e| e.start <= *on && e.end.is_none_or(|end| *on <= end))
-                    .filter(|e| tag.is_none_or(|tag| e.demographic == tag))
-                    .map(|e| e.person_ref_key)
-                    .collect()
-            })
-            .collect();
-        let all_refs: Vec<IdentifierKey> = candidates
-            .iter()
-            .flatten()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let persons: BTreeMap<IdentifierKey, Option<PersonKey>> = all_refs
-            .iter()
-            .copied()
-            .zip(self.store().persons_of(&all_refs)?)
-            .collect();
-        candidates
-            .into_iter()
-            .map(|refs| {
-                let mut found: BTreeMap<PersonKey, IdentifierKey> = BTreeMap::new();
-                for reference in refs {
-                    let person = persons.get(&reference).copied().flatten().ok_or_else(|| {
-                        crate::store::StoreError::Corrupt(
-                            "qualification names a person reference with no person".into(),
-                        )
-                    })?;
-                    found.entry(person).or_insert(reference);
-                }
-                Ok(match found.len() {
-                    0 => Resolved::Unknown,
-                    1 => found
-                        .pop_first()
-                        .map_or(Resolved::Unknown, |(person, reference)| {
-                            Resolved::One(Subject { person, reference })
-                        }),
-                    _ => Resolved::Ambiguous,
-                })
-            })
-            .collect()
+        Ok(resolve_many(self.store().as_ref(), self.keyer(), patients)?)
     }
 
     fn resolve_regional(&self, id: &RegionalId) -> ServiceResult<Resolved> {
