@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use mpi_proto::v1 as pb;
 use mpi_synth::records::{ConsentClass, RecordPlan, plan_records};
-use mpi_synth::{Config, Person, Population};
+use mpi_synth::{Config, Person};
 use tokio::task::JoinSet;
 
 use crate::scene::{Scene, by_card, clinician, facility, find_request, network, operator};
@@ -27,14 +27,6 @@ fn patient_on(person: &Person, holding: usize) -> pb::PatientReference {
         &iso(person.birth_date),
         wire_sex(person.sex),
     )
-}
-
-/// The holding by which the person is named today, if any.
-fn card_today(population: &Population, person: &Person) -> Option<usize> {
-    person
-        .holdings
-        .iter()
-        .position(|h| h.holds_on(population.until) && !h.ambiguous_on(population.until))
 }
 
 fn truth(plan: &RecordPlan, person: usize) -> BTreeSet<Pointer> {
@@ -71,7 +63,7 @@ async fn find_locations_returns_exactly_the_ground_truth_for_every_person() {
     let networks_by_person = plan.networks_by_person();
     for (index, person) in population.persons.iter().enumerate() {
         let class = plan.consent[index];
-        let Some(card) = card_today(&population, person) else {
+        let Some(card) = person.card_on(population.until) else {
             assert_eq!(class, ConsentClass::None);
             continue;
         };
@@ -160,7 +152,11 @@ async fn find_locations_returns_exactly_the_ground_truth_for_every_person() {
     let doctor = clinician("47-0001", &facility(47, 1, 4701));
     let locator = scene.locator(&doctor).await;
     let asked: Vec<usize> = (0..population.persons.len())
-        .filter(|index| card_today(&population, &population.persons[*index]).is_some())
+        .filter(|index| {
+            population.persons[*index]
+                .card_on(population.until)
+                .is_some()
+        })
         .collect();
     let (mut with_records, mut empty) = (0, 0);
     for chunk in asked.chunks(IN_FLIGHT) {
@@ -169,7 +165,7 @@ async fn find_locations_returns_exactly_the_ground_truth_for_every_person() {
             let person = &population.persons[index];
             let request = find_request(&patient_on(
                 person,
-                card_today(&population, person).unwrap(),
+                person.card_on(population.until).unwrap(),
             ));
             let mut client = locator.clone();
             set.spawn(async move {

@@ -106,13 +106,6 @@ impl Running {
     }
 }
 
-fn card_today(population: &Population, person: &Person) -> Option<usize> {
-    person
-        .holdings
-        .iter()
-        .position(|h| h.holds_on(population.until) && !h.ambiguous_on(population.until))
-}
-
 fn insured_patient(person: &Person, holding: usize) -> Option<InsuredPatient> {
     Some(InsuredPatient {
         insured_id: person.holdings[holding].insured_id()?,
@@ -137,7 +130,7 @@ pub fn load_consents(
     let networks_by_person = plan.networks_by_person();
     for (index, person) in population.persons.iter().enumerate() {
         let class = plan.consent[index];
-        let card = card_today(population, person);
+        let card = person.card_on(population.until);
         let (Some(card), true) = (card, class != ConsentClass::None) else {
             continue;
         };
@@ -324,7 +317,9 @@ pub async fn find(
             .enumerate()
             .filter(|(index, _)| plan.consent[*index] == ConsentClass::Full)
             .filter_map(|(_, person)| {
-                card_today(population, person).map(|h| wire_patient(person, h))
+                person
+                    .card_on(population.until)
+                    .map(|h| wire_patient(person, h))
             })
             .collect(),
     );

@@ -105,6 +105,16 @@ pub struct Person {
     pub holdings: Vec<Holding>,
 }
 
+impl Person {
+    /// The holding by which the person can be named by their card on `day`: held that day and
+    /// not ambiguous then.
+    pub fn card_on(&self, day: NaiveDate) -> Option<usize> {
+        self.holdings
+            .iter()
+            .position(|h| h.holds_on(day) && !h.ambiguous_on(day))
+    }
+}
+
 /// One qualification period of one person: what the feed says, plus the truth about it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Holding {

@@ -122,10 +122,7 @@ pub fn plan_records(
     let mut events = Vec::new();
     let mut consent = Vec::with_capacity(population.persons.len());
     for (person_index, person) in population.persons.iter().enumerate() {
-        let named_today = person
-            .holdings
-            .iter()
-            .any(|h| h.holds_on(population.until) && !h.ambiguous_on(population.until));
+        let named_today = person.card_on(population.until).is_some();
         let draw = rng.random_range(0..100);
         consent.push(match draw {
             _ if !named_today => ConsentClass::None,
