@@ -178,6 +178,25 @@ fn consents_of(
     Ok(found)
 }
 
+/// The subject's cluster and the cluster's unrevoked consents: what the participation gate and
+/// the effects of a revocation are decided on.
+fn cluster_consents(
+    persons: &impl ReadableTable<Bytes, Bytes>,
+    members: &impl ReadableTable<Bytes, ()>,
+    consents: &impl ReadableTable<Bytes, Bytes>,
+    subject_consents: &impl ReadableTable<Bytes, u8>,
+    subject: IdentifierKey,
+) -> StoreResult<(Vec<IdentifierKey>, Vec<Consent>)> {
+    let cluster = cluster_of(persons, members, subject)?;
+    let found = consents_of(
+        consents,
+        subject_consents,
+        &cluster,
+        ConsentHistory::Unrevoked,
+    )?;
+    Ok((cluster, found))
+}
+
 fn locations_of(
     locations: &impl ReadableTable<Bytes, Bytes>,
     subject: IdentifierKey,
@@ -393,12 +412,12 @@ impl RedbStore {
                 let allowed = match participating.get(&asked) {
                     Some(allowed) => *allowed,
                     None => {
-                        let cluster = cluster_of(&persons, &members, item.subject)?;
-                        let found = consents_of(
+                        let (_, found) = cluster_consents(
+                            &persons,
+                            &members,
                             &consents,
                             &subject_consents,
-                            &cluster,
-                            ConsentHistory::Unrevoked,
+                            item.subject,
                         )?;
                         let allowed =
                             consent::participation(&found, request.network, request.today)
@@ -895,13 +914,8 @@ impl Store for RedbStore {
             subject_consents
                 .insert(pair_key(&subject.0, &id.0).as_slice(), 1)
                 .map_err(engine)?;
-            let cluster = cluster_of(&persons, &members, subject)?;
-            let after = consents_of(
-                &consents,
-                &subject_consents,
-                &cluster,
-                ConsentHistory::Unrevoked,
-            )?;
+            let (cluster, after) =
+                cluster_consents(&persons, &members, &consents, &subject_consents, subject)?;
             let (mut links_cut, mut locations_deleted) = (0, 0);
             if let Some((network, cut, purge)) = revocation_effects(&after, &revoked, today) {
                 let mut links = txn.open_table(LINKS).map_err(engine)?;
@@ -955,12 +969,12 @@ impl Store for RedbStore {
             let members = txn.open_table(MEMBERS).map_err(engine)?;
             let consents = txn.open_table(CONSENTS).map_err(engine)?;
             let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
-            let cluster = cluster_of(&persons, &members, link.subject)?;
-            let found = consents_of(
+            let (_, found) = cluster_consents(
+                &persons,
+                &members,
                 &consents,
                 &subject_consents,
-                &cluster,
-                ConsentHistory::Unrevoked,
+                link.subject,
             )?;
             if consent::participation(&found, link.network, today).is_none() {
                 return Ok(LinkOutcome::NoParticipation);
