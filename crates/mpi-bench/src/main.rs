@@ -7,6 +7,8 @@
 //! - `locations`: RegisterLocations (batches of 1,000, durable) and FindLocations
 //!   (consent-filtered, audited) over mutual TLS, with the audit log on and off in one run.
 //!
+//! - `audit-commit`: wall and CPU time of one durable append to the audit chain, by group size.
+//!
 //! Run with `cargo run --release -p mpi-bench -- all --persons 100000`.
 
 mod locations;
@@ -77,6 +79,8 @@ enum Command {
     Locations,
     /// All of them.
     All,
+    /// The cost of one durable audit append (group commit) by group size, in process.
+    AuditCommit,
 }
 
 struct Row {
@@ -271,6 +275,9 @@ fn resolve(
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::AuditCommit) {
+        return audit_commit();
+    }
     let started = Instant::now();
     let population = mpi_synth::generate(&mpi_synth::Config {
         persons: cli.persons,
@@ -313,12 +320,16 @@ fn main() -> anyhow::Result<()> {
         );
         let tls = tempfile::tempdir()?;
         let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
-        let before = file_size();
-        let (register, finds) = runtime.block_on(async {
+        let main_file = data_dir.join("mpi.redb");
+        let allocated =
+            move || -> anyhow::Result<u64> { Ok(RedbStore::open(&main_file)?.allocated_bytes()?) };
+        let before = allocated.clone()()?;
+        let (register, after, finds) = runtime.block_on(async {
             let server = locations::Running::start(&data_dir, tls.path(), ca.clone(), true).await?;
             let register =
                 locations::register(&server, &population, &plan, cli.register_in_flight).await?;
             server.stop().await?;
+            let after = tokio::task::spawn_blocking(allocated).await??;
             let duration = std::time::Duration::from_secs(cli.seconds.max(1));
             let mut finds = Vec::new();
             for _ in 0..cli.rounds.max(1) {
@@ -347,14 +358,14 @@ fn main() -> anyhow::Result<()> {
                     server.stop().await?;
                 }
             }
-            anyhow::Ok((register, finds))
+            anyhow::Ok((register, after, finds))
         })?;
         let stored = register.operations.max(1);
-        let after = file_size();
         extra.push(format!(
-            "locations: {:.0} bytes on disk per stored location (store file {:.1} MiB after registration)",
+            "locations: {:.0} bytes of store pages per stored location ({:.1} MiB of pages in use after registration, store file {:.1} MiB)",
             after.saturating_sub(before) as f64 / stored as f64,
-            after as f64 / 1048576.0
+            after as f64 / 1048576.0,
+            file_size() as f64 / 1048576.0
         ));
         let rate = |audited: bool| {
             let runs: Vec<f64> = finds
@@ -405,6 +416,108 @@ fn main() -> anyhow::Result<()> {
     );
     for line in extra {
         println!("{line}");
+    }
+    Ok(())
+}
+
+/// CPU seconds this thread has used (user and system), from `/proc/thread-self/stat`.
+fn thread_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .context("unexpected /proc/thread-self/stat")?
+        .1
+        .split(' ')
+        .collect();
+    let ticks = |index: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(index).context("short stat")?.parse::<f64>()?)
+    };
+    // utime and stime, in clock ticks of 1/100 s on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+fn audit_events(
+    head: mpi_core::audit::ChainHead,
+    group: u64,
+) -> Vec<mpi_core::audit::NewAuditEvent> {
+    (0..group)
+        .map(|i| mpi_core::audit::NewAuditEvent {
+            at_micros: 1_767_225_600_000_000 + (head.sequence + i) as i64,
+            principal: "clinician:1310000001".into(),
+            action: "FindLocations".into(),
+            purpose: 1,
+            person_key: Some(mpi_core::keys::PersonKey([7; 16])),
+            outcome: "OK".into(),
+            count: 10,
+            emergency: false,
+            emergency_reason: String::new(),
+            deciding_consents: vec!["0123456789abcdef0123456789abcdef".into()],
+        })
+        .collect()
+}
+
+/// Appends audit events in groups of 1, 4, 16 and 64, each group one durable append, and
+/// prints wall and CPU time per append: through the store (the append-only log, as the audit
+/// writer does) and, for comparison, as one redb transaction per group over the same three
+/// tables the log is folded into (what the store did before it had the log).
+fn audit_commit() -> anyhow::Result<()> {
+    use mpi_core::audit::{ChainHead, chain_rows};
+    use mpi_core::keys::IdentifierKey;
+    use mpi_core::store::{Store, audit_codec};
+    const EVENTS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+    const HEAD: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("audit_head");
+    const SUBJECTS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("subjects");
+    let dir = tempfile::tempdir()?;
+    let store = RedbStore::open(&dir.path().join("mpi.redb"))?;
+    let scratch = redb::Database::create(dir.path().join("scratch.redb"))?;
+    println!(
+        "| durable append | events per append | appends | wall µs per append | CPU µs per append | CPU µs per event |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for through_log in [true, false] {
+        let mut head = ChainHead::EMPTY;
+        for group in [1u64, 4, 16, 64] {
+            let appends = 12_000 / group;
+            let (wall, cpu) = (Instant::now(), thread_cpu_seconds()?);
+            for _ in 0..appends {
+                let events = audit_events(head, group);
+                let (rows, next) = chain_rows(head, events.iter());
+                let index: Vec<(u64, IdentifierKey)> = rows
+                    .iter()
+                    .map(|row| (row.sequence, IdentifierKey([row.sequence as u8; 32])))
+                    .collect();
+                if through_log {
+                    head = store.append_audit(&rows, &index)?;
+                    continue;
+                }
+                let txn = scratch.begin_write()?;
+                {
+                    let mut table = txn.open_table(EVENTS)?;
+                    let mut subjects = txn.open_table(SUBJECTS)?;
+                    for (row, (_, subject)) in rows.iter().zip(&index) {
+                        table.insert(row.sequence, audit_codec::row_value(row).as_slice())?;
+                        subjects.insert(row.sequence, subject.0.as_slice())?;
+                    }
+                    txn.open_table(HEAD)?
+                        .insert("head", audit_codec::head_value(next).as_slice())?;
+                }
+                txn.commit()?;
+                head = next;
+            }
+            let wall = wall.elapsed().as_secs_f64();
+            let cpu = thread_cpu_seconds()? - cpu;
+            println!(
+                "| {} | {group} | {appends} | {:.0} | {:.0} | {:.1} |",
+                if through_log {
+                    "audit log (store)"
+                } else {
+                    "redb transaction"
+                },
+                wall / appends as f64 * 1e6,
+                cpu / appends as f64 * 1e6,
+                cpu / (appends * group) as f64 * 1e6
+            );
+        }
     }
     Ok(())
 }

@@ -122,14 +122,13 @@ fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Re
     let mut last_commit = std::time::Instant::now() - BUSY;
     while let Some(first) = receiver.blocking_recv() {
         let mut group = vec![first];
-        let busy = last_commit.elapsed() < BUSY;
-        let gather_until = std::time::Instant::now() + GATHER;
+        if last_commit.elapsed() < BUSY {
+            // One sleep, not a polling loop: every wake-up is a context switch.
+            std::thread::sleep(GATHER);
+        }
         while group.len() < GROUP_MAX {
             match receiver.try_recv() {
                 Ok(next) => group.push(next),
-                Err(_) if busy && std::time::Instant::now() < gather_until => {
-                    std::thread::sleep(std::time::Duration::from_micros(50));
-                }
                 Err(_) => break,
             }
         }

@@ -33,7 +33,7 @@ const INDEX_META: TableDefinition<&str, u64> = TableDefinition::new("audit_index
 /// Rows folded in one transaction at most.
 const FOLD_ROWS: usize = 100_000;
 /// How often the folder looks for new rows.
-const FOLD_EVERY: Duration = Duration::from_millis(500);
+const FOLD_EVERY: Duration = Duration::from_secs(5);
 
 fn index_key(subject: &IdentifierKey, sequence: u64) -> [u8; 40] {
     let mut key = [0u8; 40];

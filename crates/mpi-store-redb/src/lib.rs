@@ -19,12 +19,16 @@
 //! - `audit_head`: the chain head, anchored apart from the events;
 //! - `audit_subjects`: sequence → the subjects the event disclosed.
 //!
-//! The index for access disclosure, subject · sequence → (), lives in a third file,
-//! `audit-index.redb`, folded from `audit_subjects` in the background (`disclosure_index`).
+//! Events reach `audit.redb` through an append-only log, `audit-wal/`: a group of events is
+//! durable once appended there and synced, and is folded into `audit.redb` in the background
+//! (`audit_wal`). The index for access disclosure, subject · sequence → (), lives in a third
+//! file, `audit-index.redb`, folded from `audit_subjects` in the background
+//! (`disclosure_index`).
 //!
 //! Identifiers are keyed hashes before they get here; nothing in the file is an identifier in
 //! plaintext.
 
+mod audit_wal;
 mod combiner;
 mod disclosure_index;
 
@@ -50,7 +54,7 @@ use mpi_core::store::{
     PersonView, QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store,
     StoreError, StoreResult, UnmergeOutcome, UpsertOutcome, revocation_effects, superseding_merge,
 };
-use mpi_core::store::{AuditRow, audit_codec, continue_chain};
+use mpi_core::store::{AuditRow, audit_codec};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 
 const QUALIFICATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("qualifications");
@@ -316,6 +320,8 @@ pub struct RedbStore {
     /// Concurrent RegisterLocations calls share one write transaction.
     registrations: combiner::Combiner<RegistrationRequest, Vec<RegisterOutcome>>,
     audit_db: Arc<Database>,
+    /// The audit chain's commit path; dropping it folds what is pending into `audit_db`.
+    audit_wal: audit_wal::AuditWal,
     /// Declared last: dropping it stops the folder thread, which holds the audit file too.
     disclosure: disclosure_index::DisclosureIndex,
 }
@@ -365,6 +371,8 @@ impl RedbStore {
                 .map_err(engine)?;
         }
         txn.commit().map_err(engine)?;
+        let audit_wal =
+            audit_wal::AuditWal::open(&path.with_file_name("audit-wal"), audit_db.clone())?;
         let disclosure = disclosure_index::DisclosureIndex::open(
             &path.with_file_name("audit-index.redb"),
             audit_db.clone(),
@@ -373,6 +381,7 @@ impl RedbStore {
             db,
             registrations: combiner::Combiner::default(),
             audit_db,
+            audit_wal,
             disclosure,
         })
     }
@@ -458,6 +467,16 @@ impl RedbStore {
         }
         txn.commit().map_err(engine)?;
         Ok(outcomes)
+    }
+
+    /// Bytes of the main file's pages in use (the file itself grows in large steps ahead of
+    /// its contents). Takes a write transaction, so it waits for any writer; it writes nothing.
+    pub fn allocated_bytes(&self) -> StoreResult<u64> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let stats = txn.stats().map_err(engine)?;
+        let bytes = stats.allocated_pages() * stats.page_size() as u64;
+        txn.abort().map_err(engine)?;
+        Ok(bytes)
     }
 
     /// The audit chain's file beside the main one: `audit.redb` next to `mpi.redb`.
@@ -696,64 +715,18 @@ impl Store for RedbStore {
         rows: &[AuditRow],
         index: &[(u64, IdentifierKey)],
     ) -> StoreResult<ChainHead> {
-        let txn = self.audit_db.begin_write().map_err(engine)?;
-        let head = {
-            let mut anchor = txn.open_table(AUDIT_HEAD).map_err(engine)?;
-            let stored = anchor
-                .get("head")
-                .map_err(engine)?
-                .map(|value| audit_codec::decode_head(value.value()))
-                .transpose()?
-                .unwrap_or(ChainHead::EMPTY);
-            let head = continue_chain(stored, rows)?;
-            let mut audit = txn.open_table(AUDIT).map_err(engine)?;
-            for row in rows {
-                audit
-                    .insert(row.sequence, audit_codec::row_value(row).as_slice())
-                    .map_err(engine)?;
-            }
-            anchor
-                .insert("head", audit_codec::head_value(head).as_slice())
-                .map_err(engine)?;
-            // Per event, the subjects it disclosed, appended in sequence order; the folder moves
-            // them into the subject index off this commit path (see `disclosure_index`).
-            let mut staged = txn
-                .open_table(disclosure_index::AUDIT_SUBJECTS)
-                .map_err(engine)?;
-            let mut by_sequence: std::collections::BTreeMap<u64, Vec<IdentifierKey>> =
-                std::collections::BTreeMap::new();
-            for (sequence, subject) in index {
-                by_sequence.entry(*sequence).or_default().push(*subject);
-            }
-            for (sequence, subjects) in by_sequence {
-                staged
-                    .insert(
-                        sequence,
-                        disclosure_index::subjects_value(&subjects).as_slice(),
-                    )
-                    .map_err(engine)?;
-            }
-            head
-        };
-        txn.commit().map_err(engine)?;
-        Ok(head)
+        self.audit_wal.append(rows, index)
     }
 
     fn audit_head(&self) -> StoreResult<ChainHead> {
-        let txn = self.audit_db.begin_read().map_err(engine)?;
-        let anchor = txn.open_table(AUDIT_HEAD).map_err(engine)?;
-        anchor
-            .get("head")
-            .map_err(engine)?
-            .map(|value| audit_codec::decode_head(value.value()))
-            .transpose()
-            .map(|head| head.unwrap_or(ChainHead::EMPTY))
+        Ok(self.audit_wal.head())
     }
 
     fn audit_rows(&self, from: u64, to: u64, limit: usize) -> StoreResult<Vec<AuditRow>> {
         if from > to {
             return Ok(Vec::new());
         }
+        self.audit_wal.fold()?;
         let txn = self.audit_db.begin_read().map_err(engine)?;
         let audit = txn.open_table(AUDIT).map_err(engine)?;
         audit
@@ -773,6 +746,7 @@ impl Store for RedbStore {
         from: u64,
         limit: usize,
     ) -> StoreResult<Vec<AuditRow>> {
+        self.audit_wal.fold()?;
         let sequences = self.disclosure.sequences_of(subjects, from, limit)?;
         let txn = self.audit_db.begin_read().map_err(engine)?;
         let audit = txn.open_table(AUDIT).map_err(engine)?;
