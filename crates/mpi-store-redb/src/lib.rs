@@ -449,7 +449,11 @@ impl RedbStore {
                     continue;
                 }
                 let mut stored = item.location.clone();
-                if let Some(existing) = locations.get(key.as_slice()).map_err(engine)? {
+                // The index names an owner exactly when the location is stored: only then is
+                // there a span to widen.
+                if owner.is_some()
+                    && let Some(existing) = locations.get(key.as_slice()).map_err(engine)?
+                {
                     let mut widened = location::codec::decode(existing.value())?;
                     widened.widen(&item.location);
                     stored = widened;
