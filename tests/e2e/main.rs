@@ -8,6 +8,7 @@ mod support;
 mod audit;
 mod cli;
 mod consent;
+mod crash;
 mod disclosure;
 mod foundation;
 mod interop;

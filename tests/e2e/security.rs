@@ -1,4 +1,5 @@
-//! Mutual TLS and roles: who gets in, and what each role may call.
+//! Mutual TLS and roles: who gets in, and what each role may call; clients that hold streams
+//! open do not starve the others.
 
 use mpi_core::principal::Principal;
 use mpi_proto::v1 as pb;
@@ -154,4 +155,73 @@ async fn a_role_calling_an_rpc_it_may_not_use_is_permission_denied() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+/// The number after `line` in the metrics text (0 when absent).
+fn counter(metrics: &str, line: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_held_open_are_cut_and_never_starve_other_clients() {
+    const STREAMS: u32 = 16;
+    let server = TestServer::start_with(|config| {
+        config.limits.max_concurrent_streams = STREAMS;
+        config.limits.request_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    // One connection opens more import streams than it may have at once and sends nothing on
+    // any of them: a slow client holding every stream it can.
+    let abuser = server.channel("history-provider").await;
+    let mut senders = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..STREAMS + 4 {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<pb::ImportQualificationsRequest>(1);
+        senders.push(sender);
+        let mut client = QualificationHistoryClient::new(abuser.clone());
+        held.push(tokio::spawn(async move {
+            client
+                .import_qualifications(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                .await
+        }));
+    }
+    // Everyone else is served meanwhile, on their own connections.
+    let mut other = server.history("history-provider").await;
+    let pair = at(insured(numbers::KYOKAI, "1", "1", "01"), "");
+    for _ in 0..5 {
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            same(&mut other, pair.clone(), pair.clone()),
+        )
+        .await
+        .expect("another client waited for the held streams");
+        assert_eq!(answer.unwrap(), pb::SamePersonAnswer::Unknown);
+    }
+    // Each held stream is cut once idle for the timeout, those beyond the connection's stream
+    // limit (which waited for a slot) in turn.
+    let cut =
+        r#"kouiki_mpi_grpc_requests_total{rpc="ImportQualifications",code="DEADLINE_EXCEEDED"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while counter(&server.metrics().await, cut) < u64::from(STREAMS + 4) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "held streams were not all cut: {}",
+            counter(&server.metrics().await, cut)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(senders);
+    for call in held {
+        let status = call.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    }
+    // The abuser's own connection is served again.
+    let mut again = QualificationHistoryClient::new(abuser);
+    assert_eq!(
+        same(&mut again, pair.clone(), pair).await.unwrap(),
+        pb::SamePersonAnswer::Unknown
+    );
 }

@@ -1,9 +1,6 @@
 //! The binary itself: SIGTERM drains in-flight requests and exits 0; bad settings exit 64.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use mpi_proto::v1 as pb;
 use mpi_server::client::{ClientIdentity, connect};
@@ -14,32 +11,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::support::*;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kouiki-mpi");
-
-/// Forwards every line of a child's output into a channel.
-fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
-}
-
-/// Waits (bounded) for a line containing `needle`; returns it. Blocks: call it through
-/// `block_in_place` inside the runtime.
-fn wait_for(receiver: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        let line = receiver
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no line containing {needle:?} within 30 s"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {

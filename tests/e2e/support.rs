@@ -1,8 +1,11 @@
 //! The test harness: `TestServer::start()` runs the real server in process on port 0 with a
 //! fresh data directory and development PKI; helpers connect as each development client.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use mpi_proto::v1 as pb;
 use mpi_server::client::{ClientIdentity, connect};
@@ -377,6 +380,32 @@ pub async fn import_population(
         .await
         .unwrap()
         .into_inner()
+}
+
+/// Forwards every line of a child's output into a channel.
+pub fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits (bounded) for a line containing `needle`; returns it. Blocks: call it through
+/// `block_in_place` inside the runtime.
+pub fn wait_for(receiver: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line containing {needle:?} within 30 s"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
 }
 
 /// Valid synthetic insurer numbers (check digits computed, numbers invented).
