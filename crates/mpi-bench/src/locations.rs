@@ -178,7 +178,7 @@ pub fn load_consents(
     Ok(total)
 }
 
-fn wire_patient(person: &Person, holding: usize) -> pb::PatientReference {
+pub(crate) fn wire_patient(person: &Person, holding: usize) -> pb::PatientReference {
     pb::PatientReference {
         patient: Some(pb::patient_reference::Patient::Insured(
             pb::InsuredPatient {
@@ -283,7 +283,7 @@ pub struct Latency {
     pub p999: u64,
 }
 
-fn percentiles(mut micros: Vec<u64>) -> Latency {
+pub(crate) fn percentiles(mut micros: Vec<u64>) -> Latency {
     micros.sort_unstable();
     let at = |q: f64| {
         micros

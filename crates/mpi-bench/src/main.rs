@@ -8,10 +8,12 @@
 //!   (consent-filtered, audited) over mutual TLS, with the audit log on and off in one run.
 //!
 //! - `audit-commit`: wall and CPU time of one durable append to the audit chain, by group size.
+//! - `soak`: the mixed load at 70 % of its maximum for 10 minutes (errors, p99, memory).
 //!
 //! Run with `cargo run --release -p mpi-bench -- all --persons 100000`.
 
 mod locations;
+mod soak;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,6 +83,19 @@ enum Command {
     All,
     /// The cost of one durable audit append (group commit) by group size, in process.
     AuditCommit,
+    /// Mixed load at a fraction of its maximum for a bounded time: errors, p99 and resident
+    /// memory over time (after an import and registration).
+    Soak {
+        /// Seconds of mixed load.
+        #[arg(long, default_value_t = 600)]
+        duration: u64,
+        /// Seconds per reported window.
+        #[arg(long, default_value_t = 30)]
+        window: u64,
+        /// Fraction of the measured maximum to run at.
+        #[arg(long, default_value_t = 0.7)]
+        fraction: f64,
+    },
 }
 
 struct Row {
@@ -297,6 +312,39 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let mut rows = Vec::new();
     rows.push(runtime.block_on(import(&population, &data_dir, cli.batch))?);
+    if let Command::Soak {
+        duration,
+        window,
+        fraction,
+    } = cli.command
+    {
+        let plan =
+            mpi_synth::records::plan_records(&population, cli.networks, cli.events, cli.seed);
+        locations::load_consents(&population, &plan, &data_dir)?;
+        let tls = tempfile::tempdir()?;
+        let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
+        return runtime.block_on(async {
+            let server = locations::Running::start(&data_dir, tls.path(), ca, true).await?;
+            let register =
+                locations::register(&server, &population, &plan, cli.register_in_flight).await?;
+            println!(
+                "set-up: {} persons, {} locations registered in {:.1} s",
+                population.persons.len(),
+                register.operations,
+                register.seconds
+            );
+            soak::run(
+                &server,
+                &population,
+                &plan,
+                std::time::Duration::from_secs(duration.max(1)),
+                std::time::Duration::from_secs(window.max(1)),
+                fraction.clamp(0.01, 1.0),
+            )
+            .await?;
+            server.stop().await
+        });
+    }
     if matches!(cli.command, Command::Resolve | Command::All) {
         rows.push(resolve(&population, &data_dir, cli.threads)?);
     }

@@ -982,4 +982,142 @@ mod tests {
             ]
         );
     }
+
+    mod hostile {
+        //! Property tests over request validation (the `requests` fuzz target's functions):
+        //! whatever the fields hold, validation answers, and a refusal names a field and a rule.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[0-9０-９:\\- ]{0,40}",
+                "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+                "[0-9]{2}-[0-9]{4}",
+                "[0-9]{10}",
+            ]
+        }
+
+        fn patient() -> impl Strategy<Value = Option<pb::PatientReference>> {
+            use pb::patient_reference::Patient;
+            let insured = (text(), text(), text(), text(), text(), any::<i32>()).prop_map(
+                |(insurer, symbol, number, branch, birth, sex)| {
+                    Patient::Insured(pb::InsuredPatient {
+                        insured_id: Some(pb::InsuredId {
+                            form: Some(pb::insured_id::Form::Parts(pb::InsuredIdParts {
+                                insurer_number: insurer,
+                                symbol,
+                                number,
+                                branch,
+                            })),
+                        }),
+                        birth_date: birth,
+                        sex,
+                    })
+                },
+            );
+            let member = (text(), text()).prop_map(|(member, birth)| {
+                Patient::Insured(pb::InsuredPatient {
+                    insured_id: Some(pb::InsuredId {
+                        form: Some(pb::insured_id::Form::MemberId(member)),
+                    }),
+                    birth_date: birth,
+                    sex: 0,
+                })
+            });
+            let regional = text().prop_map(Patient::RegionalId);
+            proptest::option::of(prop_oneof![insured, member, regional].prop_map(|patient| {
+                pb::PatientReference {
+                    patient: Some(patient),
+                }
+            }))
+        }
+
+        fn answered<T>(checked: Checked<T>) -> Result<(), TestCaseError> {
+            if let Err(violations) = checked {
+                prop_assert!(!violations.is_empty());
+                for violation in violations {
+                    prop_assert!(!violation.field.is_empty() && !violation.rule.is_empty());
+                }
+            }
+            Ok(())
+        }
+
+        fn network() -> NetworkId {
+            NetworkId::parse("13-0001").unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn registrations(patient in patient(), facility in text(), kind in any::<i32>(),
+                first in text(), last in text(), reference in text(), network_id in text()) {
+                let item = pb::LocationRegistration {
+                    patient,
+                    facility_code: facility,
+                    kind,
+                    first_service_date: first,
+                    last_service_date: last,
+                    reference,
+                    network_id,
+                };
+                answered(registration(&item, network()))?;
+            }
+
+            #[test]
+            fn finds(patient in patient(), kinds in proptest::collection::vec(any::<i32>(), 0..4),
+                from in text(), to in text(), purpose in any::<i32>(), reason in text(),
+                size in any::<i32>(), token in text()) {
+                let message = pb::FindLocationsRequest {
+                    patient,
+                    kinds,
+                    service_from: from,
+                    service_to: to,
+                    purpose,
+                    emergency_reason: reason,
+                    page_size: size,
+                    page_token: token,
+                };
+                answered(find_request(&message, network()))?;
+            }
+
+            #[test]
+            fn consents(patient in patient(), kind in any::<i32>(), network_id in text(),
+                sources in proptest::collection::vec(text(), 0..3), all in any::<bool>(),
+                from in text(), until in text(), evidence in text()) {
+                let message = pb::RecordConsentRequest {
+                    patient,
+                    kind,
+                    network_id,
+                    scope: Some(pb::DisclosureScope {
+                        source_network_ids: sources,
+                        all_source_networks: all,
+                        ..Default::default()
+                    }),
+                    valid_from: from,
+                    valid_until: until,
+                    evidence_reference: evidence,
+                };
+                answered(consent_request(&message, Some(network())))?;
+                answered(consent_request(&message, None))?;
+            }
+
+            #[test]
+            fn links_and_revocations(patient in patient(), date in text(), local in text(),
+                id in text(), reason in text(), purge in any::<bool>()) {
+                let insured = match patient.and_then(|p| p.patient) {
+                    Some(pb::patient_reference::Patient::Insured(insured)) => Some(insured),
+                    _ => None,
+                };
+                let link = pb::LinkRegionalIdRequest {
+                    patient: insured,
+                    as_of: date,
+                    regional_id: local,
+                    network_id: String::new(),
+                };
+                answered(link_request(&link, network()))?;
+                answered(revoke_request(&pb::RevokeConsentRequest { consent_id: id, reason, purge }))?;
+            }
+        }
+    }
 }

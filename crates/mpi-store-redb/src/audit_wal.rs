@@ -48,9 +48,15 @@ const FOLD_AT: usize = 8192;
 const FRAME_MAX: usize = 1 << 20;
 
 /// An event appended to the log, not yet in `audit.redb`.
-struct Staged {
+pub(crate) struct Staged {
     row: AuditRow,
     subjects: Vec<IdentifierKey>,
+}
+
+impl Staged {
+    pub(crate) fn sequence(&self) -> u64 {
+        self.row.sequence
+    }
 }
 
 struct Segment {
@@ -170,7 +176,7 @@ fn encode_frame(out: &mut Vec<u8>, row: &AuditRow, subjects: &[IdentifierKey]) {
 
 /// The frames of a segment that parse, each with the offset just after it; stops at the first
 /// that does not (a torn or foreign tail).
-fn decode_frames(bytes: &[u8]) -> (Vec<(Staged, usize)>, usize) {
+pub(crate) fn decode_frames(bytes: &[u8]) -> (Vec<(Staged, usize)>, usize) {
     let mut frames = Vec::new();
     let mut at = 0;
     loop {

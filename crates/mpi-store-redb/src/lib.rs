@@ -304,6 +304,18 @@ fn move_refs(
     Ok(())
 }
 
+/// Decodes one segment of the audit log (`audit-wal/*.wal`) the way recovery does: the sequence
+/// numbers of the frames that parse, in order, and the offset where parsing stopped. For fuzzing
+/// and inspecting the format; the store itself also checks the chain when it recovers.
+#[doc(hidden)]
+pub fn decode_audit_log_segment(bytes: &[u8]) -> (Vec<u64>, usize) {
+    let (frames, parsed) = audit_wal::decode_frames(bytes);
+    (
+        frames.iter().map(|(staged, _)| staged.sequence()).collect(),
+        parsed,
+    )
+}
+
 /// The on-disk layout version this code reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
