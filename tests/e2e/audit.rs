@@ -9,8 +9,6 @@ use tonic::Code;
 
 use crate::support::*;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_kouiki-mpi");
-
 async fn verify(server: &TestServer, from: u64, to: u64) -> pb::VerifyAuditChainResponse {
     let mut audit = pb::audit_client::AuditClient::new(server.channel("operator").await);
     audit

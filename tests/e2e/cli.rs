@@ -4,8 +4,6 @@ use std::process::Command;
 
 use crate::support::*;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_kouiki-mpi");
-
 fn ctl(server: &TestServer, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(BINARY)
         .arg("ctl")

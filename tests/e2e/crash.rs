@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +29,6 @@ use tonic::transport::Channel;
 use crate::scene::{by_card, find_request, location};
 use crate::support::*;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_kouiki-mpi");
 /// A facility of network-a's (13-0001).
 const FACILITY: &str = "1310123458";
 /// Persons whose disclosure grant stays; their locations are checked by FindLocations.
@@ -54,26 +53,9 @@ struct Server {
 }
 
 fn spawn(data: &Path) -> Server {
-    let mut child = Command::new(BINARY)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("RUST_LOG", "warn,mpi_server=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = lines(child.stdout.take().unwrap());
-    let listening = wait_for(&stdout, "listening on");
-    let address = listening.split_whitespace().nth(3).unwrap().to_owned();
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || while stdout.recv().is_ok() {});
+    let (child, stdout, stderr, address) = spawn_serve(data, &[], "warn,mpi_server=info");
+    // Keep draining the output so the child never blocks on a full pipe.
+    std::thread::spawn(move || while stdout.recv().is_ok() || stderr.recv().is_ok() {});
     Server { child, address }
 }
 

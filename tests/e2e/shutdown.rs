@@ -1,6 +1,6 @@
 //! The binary itself: SIGTERM drains in-flight requests and exits 0; bad settings exit 64.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use mpi_proto::v1 as pb;
 use mpi_server::client::{ClientIdentity, connect};
@@ -10,32 +10,16 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::support::*;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_kouiki-mpi");
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BINARY)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info,mpi_server=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
-    let listening = tokio::task::block_in_place(|| wait_for(&stdout, "listening on"));
-    let address = listening.split_whitespace().nth(3).unwrap().to_owned();
+    let (mut child, _stdout, stderr, address) = tokio::task::block_in_place(|| {
+        spawn_serve(
+            &dir.path().join("data"),
+            &["--log-format", "json"],
+            "info,mpi_server=debug",
+        )
+    });
 
     mpi_server::install_crypto_provider();
     let pki = PkiPaths::new(dir.path().join("data/pki"));

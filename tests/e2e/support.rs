@@ -408,6 +408,46 @@ pub fn wait_for(receiver: &mpsc::Receiver<String>, needle: &str) -> String {
     }
 }
 
+/// The built server binary.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_kouiki-mpi");
+
+/// The server binary started as `kouiki-mpi serve` on 127.0.0.1:0 over `data` (creating its
+/// development PKI), with `extra` arguments and `RUST_LOG`, once it listens: the child, its
+/// stdout and stderr lines, and the address it listens on.
+pub fn spawn_serve(
+    data: &Path,
+    extra: &[&str],
+    rust_log: &str,
+) -> (
+    std::process::Child,
+    mpsc::Receiver<String>,
+    mpsc::Receiver<String>,
+    String,
+) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BINARY)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    let listening = wait_for(&stdout, "listening on");
+    let address = listening.split_whitespace().nth(3).unwrap().to_owned();
+    (child, stdout, stderr, address)
+}
+
 /// Valid synthetic insurer numbers (check digits computed, numbers invented).
 pub mod numbers {
     /// 協会けんぽ, Tokyo.

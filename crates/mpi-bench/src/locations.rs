@@ -298,6 +298,34 @@ pub(crate) fn percentiles(mut micros: Vec<u64>) -> Latency {
     }
 }
 
+/// Persons who consented to disclosure, by today's card.
+pub(crate) fn disclosing_patients(
+    population: &Population,
+    plan: &RecordPlan,
+) -> Vec<pb::PatientReference> {
+    population
+        .persons
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| plan.consent[*index] == ConsentClass::Full)
+        .filter_map(|(_, person)| {
+            person
+                .card_on(population.until)
+                .map(|h| wire_patient(person, h))
+        })
+        .collect()
+}
+
+/// A clinician of a network outside the record plan (47-0001, Okinawa).
+pub(crate) fn outside_clinician() -> anyhow::Result<Principal> {
+    let body = "471014701";
+    let check = mpi_core::ids::luhn::check_digit(body.as_bytes()).context("check digit")?;
+    Ok(Principal::Clinician {
+        network: NetworkId::parse("47-0001")?,
+        facility: FacilityCode::parse(&format!("{body}{check}"))?,
+    })
+}
+
 /// FindLocations by today's card for persons who consented to disclosure, from a clinician
 /// outside the record networks, for `duration`, over `connections` connections with
 /// `concurrency` requests in flight.
@@ -310,26 +338,9 @@ pub async fn find(
     concurrency: usize,
     label: &'static str,
 ) -> anyhow::Result<Row> {
-    let patients: Arc<Vec<pb::PatientReference>> = Arc::new(
-        population
-            .persons
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| plan.consent[*index] == ConsentClass::Full)
-            .filter_map(|(_, person)| {
-                person
-                    .card_on(population.until)
-                    .map(|h| wire_patient(person, h))
-            })
-            .collect(),
-    );
+    let patients = Arc::new(disclosing_patients(population, plan));
     anyhow::ensure!(!patients.is_empty(), "no consenting persons to ask for");
-    let body = "471014701";
-    let check = mpi_core::ids::luhn::check_digit(body.as_bytes()).context("check digit")?;
-    let doctor = Principal::Clinician {
-        network: NetworkId::parse("47-0001")?,
-        facility: FacilityCode::parse(&format!("{body}{check}"))?,
-    };
+    let doctor = outside_clinician()?;
     let mut channels = Vec::new();
     for _ in 0..connections.max(1) {
         channels.push(server.channel(&doctor).await?);

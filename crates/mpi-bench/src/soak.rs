@@ -1,4 +1,4 @@
-//! `soak`: the mixed load (90 % FindLocations, 9 % RegisterLocations of 100 new pointers, 1 %
+//! `soak`: the mixed load (90 % FindLocations, 9 % RegisterLocations of 10 new pointers, 1 %
 //! consent changes: a disclosure grant recorded and revoked) first as fast as 64 workers go, to
 //! find the maximum, then at a fixed fraction of it (open loop: requests are sent on schedule,
 //! whatever the answers take) for a bounded time. Every window it reports operations, errors,
@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use mpi_core::ids::{FacilityCode, NetworkId};
+use mpi_core::ids::NetworkId;
 use mpi_core::principal::Principal;
 use mpi_proto::v1 as pb;
 use mpi_synth::Population;
@@ -18,7 +17,9 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::iso;
-use crate::locations::{Running, percentiles, wire_patient};
+use crate::locations::{
+    Running, disclosing_patients, outside_clinician, percentiles, wire_patient,
+};
 
 /// Requests in flight at most during the open-loop phase; a send beyond it counts as an error
 /// (the service did not keep up).
@@ -56,10 +57,7 @@ impl Mix {
                 ConsentClass::Full | ConsentClass::ParticipationOnly
             )
         };
-        let disclosed = (0..population.persons.len())
-            .filter(|i| plan.consent[*i] == ConsentClass::Full)
-            .filter_map(today)
-            .collect();
+        let disclosed = disclosing_patients(population, plan);
         let events = plan
             .events
             .iter()
@@ -81,12 +79,7 @@ impl Mix {
             .collect();
         members.dedup();
         let members = members.into_iter().filter_map(today).collect();
-        let body = "471014701";
-        let check = mpi_core::ids::luhn::check_digit(body.as_bytes()).context("check digit")?;
-        let doctor = Principal::Clinician {
-            network: NetworkId::parse("47-0001")?,
-            facility: FacilityCode::parse(&format!("{body}{check}"))?,
-        };
+        let doctor = outside_clinician()?;
         let mut finder = Vec::new();
         for _ in 0..4 {
             finder.push(server.channel(&doctor).await?);
@@ -121,7 +114,7 @@ impl Mix {
             90..99 => {
                 let mut client =
                     pb::record_locator_client::RecordLocatorClient::new(self.network.clone());
-                let items = (0..100)
+                let items = (0..10)
                     .map(|i| {
                         let (patient, facility, kind, date) = &self.events
                             [pick(self.events.len()).wrapping_add(i) % self.events.len()];
