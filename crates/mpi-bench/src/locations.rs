@@ -30,10 +30,34 @@ use tonic::transport::Channel;
 
 use crate::{Row, iso, wire_insured, wire_sex};
 
-/// A server running for the benchmark.
-pub struct Running {
+/// Where a benchmark client connects: an address and the CA that issues its certificates.
+#[derive(Clone)]
+pub struct Target {
     address: String,
     ca: Arc<CertAuthority>,
+}
+
+impl Target {
+    /// A server at `address` whose clients `ca` certifies.
+    pub fn new(address: String, ca: Arc<CertAuthority>) -> Self {
+        Self { address, ca }
+    }
+
+    /// A new connection as `principal`.
+    pub async fn channel(&self, principal: &Principal) -> anyhow::Result<Channel> {
+        let issued = self.ca.issue_client(principal)?;
+        let identity = ClientIdentity {
+            ca_pem: self.ca.cert_pem().into_bytes(),
+            cert_pem: issued.cert_pem.into_bytes(),
+            key_pem: issued.key_pem.into_bytes(),
+        };
+        Ok(connect(&self.address, &identity).await?)
+    }
+}
+
+/// A server running for the benchmark.
+pub struct Running {
+    target: Target,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), mpi_server::ServerError>>,
 }
@@ -80,22 +104,20 @@ impl Running {
             let _ = stopped.await;
         }));
         Ok(Self {
-            address,
-            ca,
+            target: Target::new(address, ca),
             stop,
             task,
         })
     }
 
+    /// Where clients connect.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
     /// A new connection as `principal`.
     pub async fn channel(&self, principal: &Principal) -> anyhow::Result<Channel> {
-        let issued = self.ca.issue_client(principal)?;
-        let identity = ClientIdentity {
-            ca_pem: self.ca.cert_pem().into_bytes(),
-            cert_pem: issued.cert_pem.into_bytes(),
-            key_pem: issued.key_pem.into_bytes(),
-        };
-        Ok(connect(&self.address, &identity).await?)
+        self.target.channel(principal).await
     }
 
     /// Stops the server and waits until its store is closed.
@@ -326,11 +348,42 @@ pub(crate) fn outside_clinician() -> anyhow::Result<Principal> {
     })
 }
 
+/// One FindLocations answer of a typical size (the one closest to 10 pointers among the first
+/// 100 persons who consented to disclosure).
+pub async fn one_answer(
+    server: &Running,
+    population: &Population,
+    plan: &RecordPlan,
+) -> anyhow::Result<pb::FindLocationsResponse> {
+    let mut client = pb::record_locator_client::RecordLocatorClient::new(
+        server.channel(&outside_clinician()?).await?,
+    );
+    let mut best: Option<pb::FindLocationsResponse> = None;
+    for patient in disclosing_patients(population, plan).into_iter().take(100) {
+        let answer = client
+            .find_locations(pb::FindLocationsRequest {
+                patient: Some(patient),
+                purpose: pb::Purpose::Treatment.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let distance = |a: &pb::FindLocationsResponse| a.locations.len().abs_diff(10);
+        if best
+            .as_ref()
+            .is_none_or(|b| distance(&answer) < distance(b))
+        {
+            best = Some(answer);
+        }
+    }
+    best.context("no consenting persons to ask for")
+}
+
 /// FindLocations by today's card for persons who consented to disclosure, from a clinician
 /// outside the record networks, for `duration`, over `connections` connections with
 /// `concurrency` requests in flight.
 pub async fn find(
-    server: &Running,
+    server: &Target,
     population: &Population,
     plan: &RecordPlan,
     duration: Duration,

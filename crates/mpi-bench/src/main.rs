@@ -8,10 +8,12 @@
 //!   (consent-filtered, audited) over mutual TLS, with the audit log on and off in one run.
 //!
 //! - `audit-commit`: wall and CPU time of one durable append to the audit chain, by group size.
+//! - `floor`: FindLocations against a bare tonic echo server with the same mutual TLS.
 //! - `soak`: the mixed load at 70 % of its maximum for 10 minutes (errors, p99, memory).
 //!
 //! Run with `cargo run --release -p mpi-bench -- all --persons 100000`.
 
+mod floor;
 mod locations;
 mod soak;
 
@@ -83,6 +85,9 @@ enum Command {
     All,
     /// The cost of one durable audit append (group commit) by group size, in process.
     AuditCommit,
+    /// FindLocations against a bare tonic echo server with the same TLS, in one run, servers
+    /// pinned to core 0 and the client to core 1 (after an import and registration).
+    Floor,
     /// Mixed load at a fraction of its maximum for a bounded time: errors, p99 and resident
     /// memory over time (after an import and registration).
     Soak {
@@ -312,6 +317,33 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let mut rows = Vec::new();
     rows.push(runtime.block_on(import(&population, &data_dir, cli.batch))?);
+    if matches!(cli.command, Command::Floor) {
+        let plan =
+            mpi_synth::records::plan_records(&population, cli.networks, cli.events, cli.seed);
+        locations::load_consents(&population, &plan, &data_dir)?;
+        let tls = tempfile::tempdir()?;
+        let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
+        rows.push(runtime.block_on(async {
+            let server = locations::Running::start(&data_dir, tls.path(), ca, true).await?;
+            let register =
+                locations::register(&server, &population, &plan, cli.register_in_flight).await?;
+            server.stop().await?;
+            anyhow::Ok(register)
+        })?);
+        drop(runtime);
+        let (measured, summary) = floor::run(
+            &data_dir,
+            &population,
+            &plan,
+            std::time::Duration::from_secs(cli.seconds.max(1)),
+            cli.connections,
+            cli.concurrency,
+        )?;
+        rows.extend(measured);
+        print_rows(&rows);
+        println!("\n{summary}");
+        return Ok(());
+    }
     if let Command::Soak {
         duration,
         window,
@@ -393,7 +425,7 @@ fn main() -> anyhow::Result<()> {
                     finds.push((
                         audited,
                         locations::find(
-                            &server,
+                            server.target(),
                             &population,
                             &plan,
                             duration,
@@ -435,11 +467,25 @@ fn main() -> anyhow::Result<()> {
     if matches!(cli.command, Command::Import) {
         rows.truncate(1);
     }
+    print_rows(&rows);
+    println!(
+        "\nstore file after import: {:.1} MiB ({:.0} bytes per qualification record)",
+        bytes as f64 / 1048576.0,
+        bytes as f64 / population.record_count().max(1) as f64
+    );
+    for line in extra {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Prints `rows` as a Markdown table.
+fn print_rows(rows: &[Row]) {
     println!(
         "| benchmark | operations | seconds | per second | p50 ms | p99 ms | p99.9 ms | notes |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
-    for row in &rows {
+    for row in rows {
         let (p50, p99, p999) = match row.latency {
             Some(l) => (
                 format!("{:.2}", l.p50 as f64 / 1000.0),
@@ -457,15 +503,6 @@ fn main() -> anyhow::Result<()> {
             row.note
         );
     }
-    println!(
-        "\nstore file after import: {:.1} MiB ({:.0} bytes per qualification record)",
-        bytes as f64 / 1048576.0,
-        bytes as f64 / population.record_count().max(1) as f64
-    );
-    for line in extra {
-        println!("{line}");
-    }
-    Ok(())
 }
 
 /// CPU seconds this thread has used (user and system), from `/proc/thread-self/stat`.
