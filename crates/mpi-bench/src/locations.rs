@@ -70,6 +70,18 @@ impl Running {
         ca: Arc<CertAuthority>,
         audited: bool,
     ) -> anyhow::Result<Self> {
+        let cache_mib = mpi_server::config::DEFAULT_STORE_CACHE_MIB;
+        Self::start_cached(data_dir, tls_dir, ca, audited, cache_mib).await
+    }
+
+    /// [`Running::start`] with `cache_mib` of page cache for the main store file.
+    pub async fn start_cached(
+        data_dir: &Path,
+        tls_dir: &Path,
+        ca: Arc<CertAuthority>,
+        audited: bool,
+        cache_mib: u64,
+    ) -> anyhow::Result<Self> {
         mpi_server::install_crypto_provider();
         let server_cert = ca.issue_server()?;
         for (name, contents) in [
@@ -92,6 +104,7 @@ impl Running {
             client_ca: tls_dir.join("ca.pem"),
         };
         config.limits.max_concurrent_streams = 1024;
+        config.store_cache_bytes = (cache_mib << 20) as usize;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?.to_string();
         let mut prepared =

@@ -100,6 +100,9 @@ enum Command {
         /// Fraction of the measured maximum to run at.
         #[arg(long, default_value_t = 0.7)]
         fraction: f64,
+        /// Page cache of the main store file, in MiB (`store.cache_mib`).
+        #[arg(long, default_value_t = mpi_server::config::DEFAULT_STORE_CACHE_MIB)]
+        cache_mib: u64,
     },
 }
 
@@ -348,6 +351,7 @@ fn main() -> anyhow::Result<()> {
         duration,
         window,
         fraction,
+        cache_mib,
     } = cli.command
     {
         let plan =
@@ -356,7 +360,9 @@ fn main() -> anyhow::Result<()> {
         let tls = tempfile::tempdir()?;
         let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
         return runtime.block_on(async {
-            let server = locations::Running::start(&data_dir, tls.path(), ca, true).await?;
+            let server =
+                locations::Running::start_cached(&data_dir, tls.path(), ca, true, cache_mib)
+                    .await?;
             let register =
                 locations::register(&server, &population, &plan, cli.register_in_flight).await?;
             println!(

@@ -51,6 +51,17 @@ pub struct FileConfig {
     /// `[consent]`.
     #[serde(default)]
     pub consent: ConsentFileConfig,
+    /// `[store]`.
+    #[serde(default)]
+    pub store: StoreFileConfig,
+}
+
+/// `[store]` of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFileConfig {
+    /// `store.cache_mib`.
+    pub cache_mib: Option<u64>,
 }
 
 /// `[consent]` of the TOML file.
@@ -191,7 +202,12 @@ pub struct Config {
     /// The emergency purpose may stand in for a missing disclosure grant (with a stated
     /// reason, audited as emergency; never against an opt-out). Off by default.
     pub emergency_access: bool,
+    /// Bytes of the main store file's page cache (the audit files have small fixed caches).
+    pub store_cache_bytes: usize,
 }
+
+/// Default `store.cache_mib`.
+pub const DEFAULT_STORE_CACHE_MIB: u64 = 1024;
 
 /// Default gRPC address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -371,6 +387,13 @@ impl Config {
             log_format,
             limits,
             emergency_access: file.consent.emergency_access.unwrap_or(false),
+            store_cache_bytes: (bounded(
+                "store.cache_mib",
+                file.store.cache_mib,
+                DEFAULT_STORE_CACHE_MIB,
+                16,
+                1 << 20,
+            )? << 20) as usize,
         })
     }
 }

@@ -66,7 +66,12 @@ pub(crate) struct DisclosureIndex {
 impl DisclosureIndex {
     /// Opens (or creates) the index file and starts folding.
     pub(crate) fn open(path: &std::path::Path, audit_db: Arc<Database>) -> StoreResult<Self> {
-        let db = Arc::new(Database::create(path).map_err(engine)?);
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(crate::AUDIT_INDEX_CACHE_BYTES)
+                .create(path)
+                .map_err(engine)?,
+        );
         let txn = db.begin_write().map_err(engine)?;
         {
             txn.open_table(INDEX).map_err(engine)?;

@@ -316,6 +316,13 @@ pub fn decode_audit_log_segment(bytes: &[u8]) -> (Vec<u64>, usize) {
     )
 }
 
+/// The main file's page cache unless the configuration says otherwise (redb's own default).
+pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
+/// The page cache of `audit.redb`.
+pub const AUDIT_CACHE_BYTES: usize = 32 << 20;
+/// The page cache of `audit-index.redb`.
+pub const AUDIT_INDEX_CACHE_BYTES: usize = 64 << 20;
+
 /// The on-disk layout version this code reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -342,7 +349,19 @@ impl RedbStore {
     /// Opens the database at `path`, creating it (and its tables) if missing, and checks that
     /// its layout version is the one this code knows.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let db = Database::create(path).map_err(engine)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open`] with `cache_bytes` of page cache for the main file. The audit files
+    /// have small fixed caches ([`AUDIT_CACHE_BYTES`], [`AUDIT_INDEX_CACHE_BYTES`]): the chain
+    /// is appended and read in order, and the index is read a few pages per query. A redb
+    /// cache fills up to its size as pages are read and written, so the process's memory grows
+    /// with the store until then, and no further.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> StoreResult<Self> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(engine)?;
         let txn = db.begin_write().map_err(engine)?;
         {
             txn.open_table(QUALIFICATIONS).map_err(engine)?;
@@ -374,7 +393,12 @@ impl RedbStore {
             }
         }
         txn.commit().map_err(engine)?;
-        let audit_db = Arc::new(Database::create(Self::audit_path(path)).map_err(engine)?);
+        let audit_db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(AUDIT_CACHE_BYTES)
+                .create(Self::audit_path(path))
+                .map_err(engine)?,
+        );
         let txn = audit_db.begin_write().map_err(engine)?;
         {
             txn.open_table(AUDIT).map_err(engine)?;
