@@ -90,11 +90,17 @@ fn bad_settings_exit_64_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[limits]\nmax_batch_items = 0\n").unwrap();
+    let small_cache = dir.path().join("small-cache.toml");
+    std::fs::write(&small_cache, "[store]\ncache_mib = 1\n").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--listen".into(), "nowhere".into()], "`listen`"),
         (
             vec!["--config".into(), config.display().to_string()],
             "`limits.max_batch_items`",
+        ),
+        (
+            vec!["--config".into(), small_cache.display().to_string()],
+            "`store.cache_mib`",
         ),
         (vec!["--production".into(), "true".into()], "`tls`"),
         (
