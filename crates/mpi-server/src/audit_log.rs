@@ -111,9 +111,9 @@ impl AuditWriter {
     }
 }
 
-/// Under load (the previous commit ended less than [`BUSY`] ago) the writer keeps gathering a
-/// group for up to this long: fewer, larger commits for at most this much added latency. An
-/// idle server commits a lone event at once.
+/// Under load (the previous commit ended less than [`BUSY`] ago) the writer waits this long
+/// after the first event of a group before taking every event then waiting: fewer, larger
+/// commits for this much added latency. An idle server commits a lone event at once.
 const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 /// See [`GATHER`].
 const BUSY: std::time::Duration = std::time::Duration::from_millis(2);
