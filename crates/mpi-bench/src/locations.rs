@@ -351,6 +351,15 @@ pub(crate) fn disclosing_patients(
         .collect()
 }
 
+/// FindLocations for treatment of `patient`, the first page.
+pub(crate) fn treatment(patient: pb::PatientReference) -> pb::FindLocationsRequest {
+    pb::FindLocationsRequest {
+        patient: Some(patient),
+        purpose: pb::Purpose::Treatment.into(),
+        ..Default::default()
+    }
+}
+
 /// A clinician of a network outside the record plan (47-0001, Okinawa).
 pub(crate) fn outside_clinician() -> anyhow::Result<Principal> {
     let body = "471014701";
@@ -374,11 +383,7 @@ pub async fn one_answer(
     let mut best: Option<pb::FindLocationsResponse> = None;
     for patient in disclosing_patients(population, plan).into_iter().take(100) {
         let answer = client
-            .find_locations(pb::FindLocationsRequest {
-                patient: Some(patient),
-                purpose: pb::Purpose::Treatment.into(),
-                ..Default::default()
-            })
+            .find_locations(treatment(patient))
             .await?
             .into_inner();
         let distance = |a: &pb::FindLocationsResponse| a.locations.len().abs_diff(10);
@@ -427,11 +432,7 @@ pub async fn find(
                 next += concurrency.max(1);
                 let asked = Instant::now();
                 let answer = client
-                    .find_locations(pb::FindLocationsRequest {
-                        patient: Some(patient),
-                        purpose: pb::Purpose::Treatment.into(),
-                        ..Default::default()
-                    })
+                    .find_locations(treatment(patient))
                     .await?
                     .into_inner();
                 latencies.push(asked.elapsed().as_micros() as u64);

@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 
 use crate::iso;
 use crate::locations::{
-    Running, disclosing_patients, outside_clinician, percentiles, wire_patient,
+    Running, disclosing_patients, outside_clinician, percentiles, treatment, wire_patient,
 };
 
 /// Requests in flight at most during the open-loop phase; a send beyond it counts as an error
@@ -104,11 +104,9 @@ impl Mix {
                 let channel = self.finder[n as usize % self.finder.len()].clone();
                 let mut client = pb::record_locator_client::RecordLocatorClient::new(channel);
                 client
-                    .find_locations(pb::FindLocationsRequest {
-                        patient: Some(self.disclosed[pick(self.disclosed.len())].clone()),
-                        purpose: pb::Purpose::Treatment.into(),
-                        ..Default::default()
-                    })
+                    .find_locations(treatment(
+                        self.disclosed[pick(self.disclosed.len())].clone(),
+                    ))
                     .await?;
             }
             90..99 => {
