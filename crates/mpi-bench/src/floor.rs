@@ -45,15 +45,11 @@ impl pb::record_locator_server::RecordLocator for Echo {
     }
 }
 
-/// Pins the calling thread to `core` (when the machine has it).
+/// Pins the calling thread to `core` (when the machine has it). The core is named directly:
+/// `core_affinity::get_core_ids` lists only the cores the calling thread may already use, and
+/// a thread started from a pinned one inherits its pinning.
 fn pin(core: usize) {
-    if let Some(id) = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|id| id.id == core)
-    {
-        core_affinity::set_for_current(id);
-    }
+    core_affinity::set_for_current(core_affinity::CoreId { id: core });
 }
 
 fn runtime(core: usize) -> anyhow::Result<tokio::runtime::Runtime> {
