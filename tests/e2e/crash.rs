@@ -81,12 +81,13 @@ async fn channel(server: &Server, pki: &PkiPaths, alias: &str) -> Channel {
     .unwrap()
 }
 
+/// The insurance card of the test's person `index`.
+fn card(index: usize) -> pb::InsuredId {
+    insured(KYOKAI, "77", &format!("{}", 5000 + index), "01")
+}
+
 fn patient(index: usize) -> pb::PatientReference {
-    by_card(
-        insured(KYOKAI, "77", &format!("{}", 5000 + index), "01"),
-        "1970-01-01",
-        pb::Sex::Female,
-    )
+    by_card(card(index), "1970-01-01", pb::Sex::Female)
 }
 
 /// What the clients were told, across all cycles.
@@ -282,10 +283,9 @@ async fn set_up(server: &Server, pki: &PkiPaths) {
         QualificationHistoryClient::new(channel(server, pki, "history-provider").await);
     let records = (0..STABLE + FLIPPING)
         .map(|index| {
-            let id = insured(KYOKAI, "77", &format!("{}", 5000 + index), "01");
             record(
                 &format!("synth-crash-{index:04}"),
-                id,
+                card(index),
                 "2015-04-01",
                 "",
                 "1970-01-01",

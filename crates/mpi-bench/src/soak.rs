@@ -58,10 +58,13 @@ impl Mix {
             )
         };
         let disclosed = disclosing_patients(population, plan);
-        let events = plan
+        let ours: Vec<_> = plan
             .events
             .iter()
             .filter(|e| e.network == 0 && takes_part(e.person))
+            .collect();
+        let events = ours
+            .iter()
             .map(|e| {
                 (
                     wire_patient(&population.persons[e.person], e.holding),
@@ -71,12 +74,7 @@ impl Mix {
                 )
             })
             .collect();
-        let mut members: Vec<usize> = plan
-            .events
-            .iter()
-            .filter(|e| e.network == 0 && takes_part(e.person))
-            .map(|e| e.person)
-            .collect();
+        let mut members: Vec<usize> = ours.iter().map(|e| e.person).collect();
         members.dedup();
         let members = members.into_iter().filter_map(today).collect();
         let doctor = outside_clinician()?;
