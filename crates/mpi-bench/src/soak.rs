@@ -1,8 +1,16 @@
-//! `soak`: the mixed load (90 % FindLocations, 9 % RegisterLocations of 10 new pointers, 1 %
+//! `soak`: the mixed load (90 % FindLocations, 9 % RegisterLocations of 10 pointers, 1 %
 //! consent changes: a disclosure grant recorded and revoked) first as fast as 64 workers go, to
 //! find the maximum, then at a fixed fraction of it (open loop: requests are sent on schedule,
-//! whatever the answers take) for a bounded time. Every window it reports operations, errors,
-//! latency percentiles (from the scheduled send) and the process's resident memory.
+//! whatever the answers take) for a bounded time. Every window it reports operations, refused
+//! sends and failed calls, latency percentiles by kind (from the scheduled send), the mean
+//! answer size and the process's resident memory.
+//!
+//! The registrations re-send pointers the first network already registered, each with a later
+//! last service date (a network reporting further visits under the same reference): the store
+//! rewrites them in place, so every call takes the full write path while the population's
+//! pointers stay as many as at the start. New pointers at this rate would double a 100,000-person
+//! store in ten minutes and make the answers the finds return ever longer; how the cost grows
+//! with the data is what the scale curve measures, not the soak.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +21,6 @@ use mpi_core::principal::Principal;
 use mpi_proto::v1 as pb;
 use mpi_synth::Population;
 use mpi_synth::records::{ConsentClass, RecordPlan};
-use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::iso;
@@ -31,9 +38,12 @@ struct Mix {
     network: Channel,
     /// Persons who consented to disclosure, by today's card.
     disclosed: Vec<pb::PatientReference>,
-    /// Events of the first network whose person takes part in it: (patient on the event's
-    /// date, facility, kind, date).
-    events: Vec<(pb::PatientReference, String, i32, String)>,
+    /// Pointers the first network registered for persons taking part in it, as registered.
+    events: Vec<pb::LocationRegistration>,
+    /// Their first service dates.
+    dates: Vec<chrono::NaiveDate>,
+    /// The last date a re-sent pointer may name.
+    until: chrono::NaiveDate,
     /// Persons of the first network with a participation consent, by today's card.
     members: Vec<pb::PatientReference>,
     counter: AtomicU64,
@@ -65,15 +75,17 @@ impl Mix {
             .collect();
         let events = ours
             .iter()
-            .map(|e| {
-                (
-                    wire_patient(&population.persons[e.person], e.holding),
-                    e.facility.clone(),
-                    i32::from(e.kind),
-                    iso(e.service_date),
-                )
+            .map(|e| pb::LocationRegistration {
+                patient: Some(wire_patient(&population.persons[e.person], e.holding)),
+                facility_code: e.facility.clone(),
+                kind: i32::from(e.kind),
+                first_service_date: iso(e.service_date),
+                last_service_date: String::new(),
+                reference: e.reference.clone(),
+                network_id: String::new(),
             })
             .collect();
+        let dates = ours.iter().map(|e| e.service_date).collect();
         let mut members: Vec<usize> = ours.iter().map(|e| e.person).collect();
         members.dedup();
         let members = members.into_iter().filter_map(today).collect();
@@ -88,48 +100,68 @@ impl Mix {
             network: server.channel(&network).await?,
             disclosed,
             events,
+            dates,
+            until: population.until,
             members,
             counter: AtomicU64::new(0),
         })
     }
 
-    /// Runs the next operation of the mix; Ok when every call of it was answered OK.
-    async fn one(&self) -> Result<(), tonic::Status> {
+    /// Runs the next operation of the mix; its kind, and the locations a find returned.
+    async fn one(&self) -> (Op, Result<usize, tonic::Status>) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let op = match n % 100 {
+            0..90 => Op::Find,
+            90..99 => Op::Register,
+            _ => Op::Consent,
+        };
+        (op, self.run(op, n).await)
+    }
+
+    async fn run(&self, op: Op, n: u64) -> Result<usize, tonic::Status> {
         let pick = |len: usize| (n.wrapping_mul(2_654_435_761) % len.max(1) as u64) as usize;
-        match n % 100 {
-            0..90 => {
+        match op {
+            Op::Find => {
                 let channel = self.finder[n as usize % self.finder.len()].clone();
                 let mut client = pb::record_locator_client::RecordLocatorClient::new(channel);
-                client
+                let answer = client
                     .find_locations(treatment(
                         self.disclosed[pick(self.disclosed.len())].clone(),
                     ))
                     .await?;
+                return Ok(answer.into_inner().locations.len());
             }
-            90..99 => {
+            Op::Register => {
                 let mut client =
                     pb::record_locator_client::RecordLocatorClient::new(self.network.clone());
-                let items = (0..10)
+                let items: Vec<_> = (0..10)
                     .map(|i| {
-                        let (patient, facility, kind, date) = &self.events
-                            [pick(self.events.len()).wrapping_add(i) % self.events.len()];
+                        let at = pick(self.events.len()).wrapping_add(i) % self.events.len();
+                        let later = self.dates[at]
+                            .checked_add_days(chrono::Days::new(1 + n % 90))
+                            .map_or(self.until, |day| day.min(self.until));
                         pb::LocationRegistration {
-                            patient: Some(patient.clone()),
-                            facility_code: facility.clone(),
-                            kind: *kind,
-                            first_service_date: date.clone(),
-                            last_service_date: String::new(),
-                            reference: format!("soak-{n}-{i}"),
-                            network_id: String::new(),
+                            last_service_date: iso(later.max(self.dates[at])),
+                            ..self.events[at].clone()
                         }
                     })
                     .collect();
-                client
+                let answer = client
                     .register_locations(pb::RegisterLocationsRequest { items })
-                    .await?;
+                    .await?
+                    .into_inner();
+                if let Some(other) = answer
+                    .results
+                    .iter()
+                    .find(|r| r.outcome() != pb::RegistrationOutcome::Stored)
+                {
+                    return Err(tonic::Status::internal(format!(
+                        "a re-sent pointer was not stored: {:?}",
+                        other.outcome()
+                    )));
+                }
             }
-            _ => {
+            Op::Consent => {
                 let mut client = pb::consent_client::ConsentClient::new(self.network.clone());
                 let patient = self.members[pick(self.members.len())].clone();
                 let recorded = client
@@ -156,7 +188,44 @@ impl Mix {
                     .await?;
             }
         }
-        Ok(())
+        Ok(0)
+    }
+}
+
+/// The kinds of operation in the mix.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Find,
+    Register,
+    Consent,
+}
+
+/// What one window saw, by kind.
+#[derive(Default)]
+struct Window {
+    /// Latencies (µs from the scheduled send) of finds, registrations, consent changes.
+    latencies: [Vec<u64>; 3],
+    /// Calls answered with an error status.
+    failed: u64,
+    /// Sends refused because `IN_FLIGHT_CAP` calls were waiting.
+    refused: u64,
+    /// Locations returned by the finds.
+    located: u64,
+    /// The first error status of the window.
+    first_failure: Option<String>,
+}
+
+impl Window {
+    fn record(&mut self, op: Op, micros: u64, outcome: &Result<usize, tonic::Status>) {
+        self.latencies[op as usize].push(micros);
+        match outcome {
+            Ok(located) => self.located += *located as u64,
+            Err(status) => {
+                self.failed += 1;
+                self.first_failure
+                    .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+            }
+        }
     }
 }
 
@@ -188,7 +257,7 @@ async fn maximum(mix: &Arc<Mix>, duration: Duration) -> anyhow::Result<f64> {
         workers.push(tokio::spawn(async move {
             let mut done = 0u64;
             while started.elapsed() < duration {
-                mix.one().await?;
+                mix.one().await.1?;
                 done += 1;
             }
             Ok::<_, tonic::Status>(done)
@@ -223,10 +292,11 @@ pub async fn run(
         fraction * 100.0,
         duration.as_secs()
     );
-    println!("| t (s) | operations | per s | errors | p50 ms | p99 ms | p99.9 ms | resident MiB |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let errors = Arc::new(AtomicU64::new(0));
+    println!(
+        "| t (s) | sent | per s | refused | failed | find p50 ms | find p99 ms | find p99.9 ms | register p99 ms | consent p99 ms | locations per find | resident MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let seen = Arc::new(std::sync::Mutex::new(Window::default()));
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_CAP));
     let started = Instant::now();
     let tick = Duration::from_millis(10);
@@ -235,17 +305,34 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let (mut owed, mut window_start, mut sent_in_window) = (0.0f64, Instant::now(), 0u64);
     let mut total_errors = 0;
-    let report = |taken: Vec<u64>, failed: u64, sent: u64, seconds: f64| {
-        let l = percentiles(taken);
+    let mut report = |sent: u64, seconds: f64| {
+        let taken = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+        let [finds, registers, consents] = taken.latencies;
+        let found = finds.len().max(1) as u64;
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let (f, r, c) = (
+            percentiles(finds),
+            percentiles(registers),
+            percentiles(consents),
+        );
+        total_errors += taken.refused + taken.failed;
         println!(
-            "| {:.0} | {sent} | {:.0} | {failed} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            "| {:.0} | {sent} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} |",
             started.elapsed().as_secs_f64(),
             sent as f64 / seconds,
-            l.p50 as f64 / 1000.0,
-            l.p99 as f64 / 1000.0,
-            l.p999 as f64 / 1000.0,
+            taken.refused,
+            taken.failed,
+            ms(f.p50),
+            ms(f.p99),
+            ms(f.p999),
+            ms(r.p99),
+            ms(c.p99),
+            taken.located as f64 / found as f64,
             resident_mib()
         );
+        if let Some(failure) = taken.first_failure {
+            println!("first failure of the window: {failure}");
+        }
     };
     while started.elapsed() < duration {
         ticker.tick().await;
@@ -254,49 +341,32 @@ pub async fn run(
             owed -= 1.0;
             sent_in_window += 1;
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                errors.fetch_add(1, Ordering::Relaxed);
+                seen.lock().unwrap_or_else(|e| e.into_inner()).refused += 1;
                 continue;
             };
-            let (mix, latencies, errors) = (mix.clone(), latencies.clone(), errors.clone());
+            let (mix, seen) = (mix.clone(), seen.clone());
             let scheduled = Instant::now();
             tokio::spawn(async move {
-                let result = mix.one().await;
+                let (op, outcome) = mix.one().await;
                 let micros = scheduled.elapsed().as_micros() as u64;
-                if result.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                latencies.lock().await.push(micros);
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(op, micros, &outcome);
                 drop(permit);
             });
         }
         if window_start.elapsed() >= window {
-            let taken = std::mem::take(&mut *latencies.lock().await);
-            let failed = errors.swap(0, Ordering::Relaxed);
-            total_errors += failed;
-            report(
-                taken,
-                failed,
-                sent_in_window,
-                window_start.elapsed().as_secs_f64(),
-            );
+            report(sent_in_window, window_start.elapsed().as_secs_f64());
             (window_start, sent_in_window) = (Instant::now(), 0);
         }
     }
     // Let what is in flight finish; its answers and errors make the last window.
     let _ = slots.acquire_many(IN_FLIGHT_CAP as u32).await;
-    let failed = errors.swap(0, Ordering::Relaxed);
-    total_errors += failed;
     if sent_in_window > 0 {
-        let taken = std::mem::take(&mut *latencies.lock().await);
-        report(
-            taken,
-            failed,
-            sent_in_window,
-            window_start.elapsed().as_secs_f64(),
-        );
+        report(sent_in_window, window_start.elapsed().as_secs_f64());
     }
     println!(
-        "soak: {total_errors} errors in {} s",
+        "soak: {total_errors} errors (refused or failed) in {} s",
         started.elapsed().as_secs()
     );
     anyhow::ensure!(total_errors == 0, "{total_errors} errors during the soak");

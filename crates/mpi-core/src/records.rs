@@ -221,6 +221,12 @@ impl Mpi {
         network: NetworkId,
         items: Vec<Result<Registration, Vec<FieldViolation>>>,
     ) -> ServiceResult<Vec<ItemOutcome>> {
+        // Calls resolve one at a time: the store has one writer, and many calls resolving at
+        // once would only take its core from it (see `Mpi::registration_reads`).
+        let resolving = self
+            .registration_reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = now_micros();
         let mut outcomes: Vec<Option<ItemOutcome>> = Vec::with_capacity(items.len());
         let mut insured: Vec<(usize, &InsuredPatient, NaiveDate)> = Vec::new();
@@ -261,6 +267,7 @@ impl Mpi {
             }
         }
         let today = crate::dates::today_in_japan();
+        drop(resolving);
         let stored = self.store().register_locations(network, today, &writes)?;
         for (index, outcome) in positions.into_iter().zip(stored) {
             outcomes[index] = Some(match outcome {

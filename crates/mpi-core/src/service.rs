@@ -50,6 +50,11 @@ pub struct Mpi {
     store: Arc<dyn Store>,
     keyer: Keyer,
     emergency_access: bool,
+    /// Held while a RegisterLocations call resolves its items (clones share it). The store
+    /// writes one transaction at a time; on a small machine, a dozen calls resolving at once
+    /// leave that writer waiting for a core. One at a time, resolution keeps ahead of the
+    /// writer anyway (docs/benchmarks.md, "RegisterLocations: what was found").
+    pub(crate) registration_reads: Arc<std::sync::Mutex<()>>,
 }
 
 impl Mpi {
@@ -59,6 +64,7 @@ impl Mpi {
             store,
             keyer,
             emergency_access: false,
+            registration_reads: Arc::default(),
         }
     }
 

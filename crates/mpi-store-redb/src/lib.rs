@@ -12,7 +12,8 @@
 //!   revoked flag;
 //! - `links`: regional key → subject · network · sealed local ID; `subject_links`: subject ·
 //!   regional key → ();
-//! - `meta`: schema version and the merge sequence.
+//! - `meta`: schema version, the merge sequence and the cluster epoch (commits that changed a
+//!   cluster or its consents, so that a participation gate decided on a snapshot is checked).
 //!
 //! The audit chain lives in a second file, `audit.redb`, beside the first:
 //! - `audit`: sequence → previous hash, hash, event content (the tamper-evident chain);
@@ -32,11 +33,68 @@ mod audit_wal;
 mod combiner;
 mod disclosure_index;
 
-/// One RegisterLocations call waiting for the writer.
+/// One RegisterLocations call waiting for the writer, with what its caller's thread worked out
+/// beforehand so that the writer does not: the items' keys, and the participation gate decided
+/// on a read snapshot.
 struct RegistrationRequest {
     network: NetworkId,
     today: NaiveDate,
     items: Vec<SubjectLocation>,
+    /// Each item's `locations` key.
+    keys: Vec<[u8; location::codec::KEY_LEN]>,
+    /// Whether each item's subject takes part in `network` on `today`, on the snapshot whose
+    /// cluster epoch is `epoch`.
+    allowed: Vec<bool>,
+    /// The snapshot's `cluster_epoch`. The writer uses `allowed` only if the epoch is still the
+    /// same in its transaction, that is if no write that can change a cluster or its consents
+    /// committed in between; otherwise it decides again.
+    epoch: u64,
+}
+
+/// The META key counting the commits that changed a cluster or its consents.
+const CLUSTER_EPOCH: &str = "cluster_epoch";
+
+fn cluster_epoch(meta: &impl ReadableTable<&'static str, u64>) -> StoreResult<u64> {
+    Ok(meta
+        .get(CLUSTER_EPOCH)
+        .map_err(engine)?
+        .map_or(0, |v| v.value()))
+}
+
+/// Every write transaction that can change which references form a cluster, or the consents
+/// attached to them (merges, unmerges, recorded and revoked consents), calls this before it
+/// commits, so that a participation gate decided on an earlier snapshot is decided again.
+fn bump_cluster_epoch(txn: &redb::WriteTransaction) -> StoreResult<()> {
+    let mut meta = txn.open_table(META).map_err(engine)?;
+    let next = cluster_epoch(&meta)? + 1;
+    meta.insert(CLUSTER_EPOCH, next).map_err(engine)?;
+    Ok(())
+}
+
+/// The participation gate for each subject of `items` in `network` on `today`, one cluster
+/// lookup per distinct subject.
+fn participation_gate(
+    persons: &impl ReadableTable<Bytes, Bytes>,
+    members: &impl ReadableTable<Bytes, ()>,
+    consents: &impl ReadableTable<Bytes, Bytes>,
+    subject_consents: &impl ReadableTable<Bytes, u8>,
+    subjects: impl Iterator<Item = IdentifierKey>,
+    network: NetworkId,
+    today: NaiveDate,
+) -> StoreResult<Vec<bool>> {
+    let mut decided = std::collections::HashMap::new();
+    subjects
+        .map(|subject| {
+            if let Some(allowed) = decided.get(&subject) {
+                return Ok(*allowed);
+            }
+            let (_, found) =
+                cluster_consents(persons, members, consents, subject_consents, subject)?;
+            let allowed = consent::participation(&found, network, today).is_some();
+            decided.insert(subject, allowed);
+            Ok(allowed)
+        })
+        .collect()
 }
 
 use std::path::Path;
@@ -338,6 +396,8 @@ pub struct RedbStore {
     db: Database,
     /// Concurrent RegisterLocations calls share one write transaction.
     registrations: combiner::Combiner<RegistrationRequest, Vec<RegisterOutcome>>,
+    /// Held while a call decides its participation gate before it waits for the writer.
+    preparing: std::sync::Mutex<()>,
     audit_db: Arc<Database>,
     /// The audit chain's commit path; dropping it folds what is pending into `audit_db`.
     audit_wal: audit_wal::AuditWal,
@@ -416,9 +476,43 @@ impl RedbStore {
         Ok(Self {
             db,
             registrations: combiner::Combiner::default(),
+            preparing: std::sync::Mutex::new(()),
             audit_db,
             audit_wal,
             disclosure,
+        })
+    }
+
+    /// Works out, on the caller's thread, what the writer would otherwise: keys, and the
+    /// participation gate on a read snapshot (see [`RegistrationRequest::epoch`]).
+    fn prepare_registration(
+        &self,
+        network: NetworkId,
+        today: NaiveDate,
+        items: &[SubjectLocation],
+    ) -> StoreResult<RegistrationRequest> {
+        let keys = items
+            .iter()
+            .map(|item| location::codec::key(item.subject, &item.location.id))
+            .collect();
+        let txn = self.db.begin_read().map_err(engine)?;
+        let epoch = cluster_epoch(&txn.open_table(META).map_err(engine)?)?;
+        let allowed = participation_gate(
+            &txn.open_table(PERSONS).map_err(engine)?,
+            &txn.open_table(MEMBERS).map_err(engine)?,
+            &txn.open_table(CONSENTS).map_err(engine)?,
+            &txn.open_table(SUBJECT_CONSENTS).map_err(engine)?,
+            items.iter().map(|item| item.subject),
+            network,
+            today,
+        )?;
+        Ok(RegistrationRequest {
+            network,
+            today,
+            items: items.to_vec(),
+            keys,
+            allowed,
+            epoch,
         })
     }
 
@@ -429,11 +523,10 @@ impl RedbStore {
         &self,
         group: &[RegistrationRequest],
     ) -> StoreResult<Vec<Vec<RegisterOutcome>>> {
-        let mut order: Vec<(Vec<u8>, usize, usize)> = Vec::new();
+        let mut order: Vec<(&[u8], usize, usize)> = Vec::new();
         for (call, request) in group.iter().enumerate() {
-            for (index, item) in request.items.iter().enumerate() {
-                let key = location::codec::key(item.subject, &item.location.id);
-                order.push((key.to_vec(), call, index));
+            for (index, key) in request.keys.iter().enumerate() {
+                order.push((key.as_slice(), call, index));
             }
         }
         order.sort_unstable();
@@ -443,65 +536,62 @@ impl RedbStore {
             .collect();
         let txn = self.db.begin_write().map_err(engine)?;
         {
-            let persons = txn.open_table(PERSONS).map_err(engine)?;
-            let members = txn.open_table(MEMBERS).map_err(engine)?;
-            let consents = txn.open_table(CONSENTS).map_err(engine)?;
-            let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            let epoch = cluster_epoch(&txn.open_table(META).map_err(engine)?)?;
+            let mut gates: Vec<std::borrow::Cow<'_, [bool]>> = Vec::with_capacity(group.len());
+            for request in group {
+                if request.epoch == epoch {
+                    gates.push(std::borrow::Cow::Borrowed(request.allowed.as_slice()));
+                } else {
+                    // A cluster or consent changed since the snapshot: decide on this one.
+                    gates.push(std::borrow::Cow::Owned(participation_gate(
+                        &txn.open_table(PERSONS).map_err(engine)?,
+                        &txn.open_table(MEMBERS).map_err(engine)?,
+                        &txn.open_table(CONSENTS).map_err(engine)?,
+                        &txn.open_table(SUBJECT_CONSENTS).map_err(engine)?,
+                        request.items.iter().map(|item| item.subject),
+                        request.network,
+                        request.today,
+                    )?));
+                }
+            }
             let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
             let mut location_index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
-            let mut participating = std::collections::HashMap::new();
             for (key, call, index) in order {
-                let request = &group[call];
-                let item = &request.items[index];
-                let asked = (item.subject, request.network, request.today);
-                let allowed = match participating.get(&asked) {
-                    Some(allowed) => *allowed,
-                    None => {
-                        let (_, found) = cluster_consents(
-                            &persons,
-                            &members,
-                            &consents,
-                            &subject_consents,
-                            item.subject,
-                        )?;
-                        let allowed =
-                            consent::participation(&found, request.network, request.today)
-                                .is_some();
-                        participating.insert(asked, allowed);
-                        allowed
-                    }
-                };
-                if !allowed {
+                if !gates[call][index] {
                     continue;
                 }
+                let item = &group[call].items[index];
                 let id_key = &key[32..];
+                // One walk of the index for a new location (the common case): claim the ID,
+                // and put the previous owner back if it was another subject's.
                 let owner = location_index
-                    .get(id_key)
+                    .insert(id_key, item.subject.0.as_slice())
                     .map_err(engine)?
                     .map(|value| key32(value.value()))
                     .transpose()?;
-                if owner.is_some_and(|owner| owner != item.subject) {
-                    outcomes[call][index] = RegisterOutcome::RegisteredForAnother;
-                    continue;
-                }
-                let mut stored = item.location.clone();
-                // The index names an owner exactly when the location is stored: only then is
-                // there a span to widen.
-                if owner.is_some()
-                    && let Some(existing) = locations.get(key.as_slice()).map_err(engine)?
-                {
-                    let mut widened = location::codec::decode(existing.value())?;
-                    widened.widen(&item.location);
-                    stored = widened;
+                let mut stored = std::borrow::Cow::Borrowed(&item.location);
+                match owner {
+                    Some(owner) if owner != item.subject => {
+                        location_index
+                            .insert(id_key, owner.0.as_slice())
+                            .map_err(engine)?;
+                        outcomes[call][index] = RegisterOutcome::RegisteredForAnother;
+                        continue;
+                    }
+                    // The index names an owner exactly when the location is stored: only then
+                    // is there a span to widen.
+                    Some(_) => {
+                        if let Some(existing) = locations.get(key).map_err(engine)? {
+                            let mut widened = location::codec::decode(existing.value())?;
+                            widened.widen(&item.location);
+                            stored = std::borrow::Cow::Owned(widened);
+                        }
+                    }
+                    None => {}
                 }
                 locations
-                    .insert(key.as_slice(), location::codec::value(&stored).as_slice())
+                    .insert(key, location::codec::value(&stored).as_slice())
                     .map_err(engine)?;
-                if owner.is_none() {
-                    location_index
-                        .insert(id_key, item.subject.0.as_slice())
-                        .map_err(engine)?;
-                }
                 outcomes[call][index] = RegisterOutcome::Stored;
             }
         }
@@ -563,6 +653,8 @@ impl Store for RedbStore {
                     .map_err(engine)?
                     .is_none()
                 {
+                    // A reference without a person is a cluster of itself, and so is a new
+                    // person of that one reference: no cluster changes, no epoch bump.
                     let person = PersonKey::random();
                     persons
                         .insert(reference.0.as_slice(), person.0.as_slice())
@@ -651,6 +743,7 @@ impl Store for RedbStore {
                 merged_person,
                 surviving_person,
             )?;
+            bump_cluster_epoch(&txn)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
             let sequence = meta
                 .get("merge_sequence")
@@ -723,6 +816,7 @@ impl Store for RedbStore {
                 record.surviving_person,
                 record.merged_person,
             )?;
+            bump_cluster_epoch(&txn)?;
             let restored = record.moved_refs.len();
             let undone = MergeRecord {
                 unmerged: Some(attribution.clone()),
@@ -808,14 +902,16 @@ impl Store for RedbStore {
         today: NaiveDate,
         items: &[SubjectLocation],
     ) -> StoreResult<Vec<RegisterOutcome>> {
-        self.registrations.run(
-            RegistrationRequest {
-                network,
-                today,
-                items: items.to_vec(),
-            },
-            |group| self.register_group(group),
-        )
+        let request = {
+            // One call at a time decides its gate, for the reason `Mpi` resolves one at a time.
+            let _preparing = self
+                .preparing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.prepare_registration(network, today, items)?
+        };
+        self.registrations
+            .run(request, |group| self.register_group(group))
     }
 
     fn withdraw_locations(&self, ids: &[LocationId]) -> StoreResult<Vec<bool>> {
@@ -884,6 +980,7 @@ impl Store for RedbStore {
                     .map_err(engine)?;
             }
         }
+        bump_cluster_epoch(&txn)?;
         txn.commit().map_err(engine)?;
         Ok(())
     }
@@ -928,6 +1025,7 @@ impl Store for RedbStore {
             subject_consents
                 .insert(pair_key(&subject.0, &id.0).as_slice(), 1)
                 .map_err(engine)?;
+            bump_cluster_epoch(&txn)?;
             let (cluster, after) =
                 cluster_consents(&persons, &members, &consents, &subject_consents, subject)?;
             let (mut links_cut, mut locations_deleted) = (0, 0);
@@ -1156,6 +1254,133 @@ mod tests {
                     .starts_with(&format!("s{subject}/"))
             }));
         }
+    }
+
+    /// The participation gate is decided before the call waits for the writer; a revocation,
+    /// a new consent or a merge committed in between must make the writer decide it again.
+    #[test]
+    fn a_gate_decided_before_a_consent_or_cluster_change_is_decided_again_by_the_writer() {
+        use mpi_core::consent::{Consent, ConsentGrant, ConsentId, Revocation};
+        use mpi_core::ids::FacilityCode;
+        use mpi_core::location::{Location, LocationId, RecordKind, RecordReference};
+        use mpi_core::store::{Attribution, MergeId, MergeRequest};
+        let (store, _dir) = fresh();
+        let network = NetworkId::parse("13-0001").unwrap();
+        let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let subject = |n: u8| IdentifierKey([n; 32]);
+        let entries: Vec<_> = (1..=4u8)
+            .map(|n| QualificationEntry {
+                insured_key: IdentifierKey([n + 100; 32]),
+                person_ref_key: subject(n),
+                start: day,
+                end: None,
+                demographic: mpi_core::keys::DemographicTag([0; 16]),
+                reason_of_loss: None,
+            })
+            .collect();
+        store.upsert_qualifications(&entries).unwrap();
+        let participation = |n: u8| {
+            (
+                subject(n),
+                Consent {
+                    id: ConsentId::random(),
+                    grant: ConsentGrant::Participation { network },
+                    valid_from: day,
+                    valid_until: None,
+                    evidence: "form".into(),
+                    recorded_by: "operator:ops".into(),
+                    recorded_at_micros: 0,
+                    revocation: None,
+                },
+            )
+        };
+        let location = |n: u8| SubjectLocation {
+            subject: subject(n),
+            location: Location {
+                id: LocationId {
+                    network,
+                    facility: FacilityCode::parse("3410712362").unwrap(),
+                    kind: RecordKind::Treatment,
+                    reference: RecordReference::parse(&format!("gate-{n}")).unwrap(),
+                },
+                first_service: day,
+                last_service: day,
+                registered_at_micros: 1,
+            },
+        };
+        let first = participation(1);
+        store
+            .record_consents(&[first.clone(), participation(4)])
+            .unwrap();
+        let decide = |n: u8| {
+            store
+                .prepare_registration(network, today, &[location(n)])
+                .unwrap()
+        };
+        let write = |request: RegistrationRequest| store.register_group(&[request]).unwrap()[0][0];
+
+        // Taking part when decided, revoked before the write.
+        let request = decide(1);
+        assert_eq!(request.allowed, [true]);
+        let revocation = Revocation {
+            by: "operator:ops".into(),
+            at_micros: 1,
+            reason: "withdrawn".into(),
+            purged: false,
+        };
+        store
+            .revoke_consent(first.1.id, &revocation, today)
+            .unwrap();
+        assert_eq!(write(request), RegisterOutcome::NoParticipation);
+
+        // Not taking part when decided, a participation recorded before the write.
+        let request = decide(2);
+        assert_eq!(request.allowed, [false]);
+        store.record_consents(&[participation(2)]).unwrap();
+        assert_eq!(write(request), RegisterOutcome::Stored);
+
+        // Not taking part when decided, merged into a person who takes part before the write.
+        let request = decide(3);
+        assert_eq!(request.allowed, [false]);
+        let merge_id = MergeId::random();
+        let attribution = Attribution {
+            by: "operator:ops".into(),
+            at_micros: 1,
+            reason: "same person".into(),
+        };
+        let merged = store
+            .merge_persons(&MergeRequest {
+                merge_id,
+                surviving_ref: subject(4),
+                merged_ref: subject(3),
+                attribution: attribution.clone(),
+            })
+            .unwrap();
+        assert!(matches!(merged, MergeOutcome::Merged { moved: 1 }));
+        assert_eq!(write(request), RegisterOutcome::Stored);
+
+        // Taking part through the merge when decided, unmerged before the write.
+        let mut moved = location(3);
+        moved.location.id.reference = RecordReference::parse("gate-3-later").unwrap();
+        let request = store
+            .prepare_registration(network, today, &[moved])
+            .unwrap();
+        assert_eq!(request.allowed, [true]);
+        let unmerged = store.unmerge_persons(merge_id, &attribution).unwrap();
+        assert!(matches!(unmerged, UnmergeOutcome::Unmerged { restored: 1 }));
+        assert_eq!(write(request), RegisterOutcome::NoParticipation);
+
+        // Nothing changed in between: the decision made beforehand stands.
+        let request = decide(4);
+        let epoch = request.epoch;
+        assert_eq!(request.allowed, [true]);
+        assert_eq!(write(request), RegisterOutcome::Stored);
+        let txn = store.db.begin_read().unwrap();
+        assert_eq!(
+            cluster_epoch(&txn.open_table(META).unwrap()).unwrap(),
+            epoch
+        );
     }
 
     #[test]
