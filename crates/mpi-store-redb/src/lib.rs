@@ -562,36 +562,33 @@ impl RedbStore {
                 }
                 let item = &group[call].items[index];
                 let id_key = &key[32..];
-                // One walk of the index for a new location (the common case): claim the ID,
-                // and put the previous owner back if it was another subject's.
                 let owner = location_index
-                    .insert(id_key, item.subject.0.as_slice())
+                    .get(id_key)
                     .map_err(engine)?
                     .map(|value| key32(value.value()))
                     .transpose()?;
+                if owner.is_some_and(|owner| owner != item.subject) {
+                    outcomes[call][index] = RegisterOutcome::RegisteredForAnother;
+                    continue;
+                }
                 let mut stored = std::borrow::Cow::Borrowed(&item.location);
-                match owner {
-                    Some(owner) if owner != item.subject => {
-                        location_index
-                            .insert(id_key, owner.0.as_slice())
-                            .map_err(engine)?;
-                        outcomes[call][index] = RegisterOutcome::RegisteredForAnother;
-                        continue;
-                    }
-                    // The index names an owner exactly when the location is stored: only then
-                    // is there a span to widen.
-                    Some(_) => {
-                        if let Some(existing) = locations.get(key).map_err(engine)? {
-                            let mut widened = location::codec::decode(existing.value())?;
-                            widened.widen(&item.location);
-                            stored = std::borrow::Cow::Owned(widened);
-                        }
-                    }
-                    None => {}
+                // The index names an owner exactly when the location is stored: only then is
+                // there a span to widen.
+                if owner.is_some()
+                    && let Some(existing) = locations.get(key).map_err(engine)?
+                {
+                    let mut widened = location::codec::decode(existing.value())?;
+                    widened.widen(&item.location);
+                    stored = std::borrow::Cow::Owned(widened);
                 }
                 locations
                     .insert(key, location::codec::value(&stored).as_slice())
                     .map_err(engine)?;
+                if owner.is_none() {
+                    location_index
+                        .insert(id_key, item.subject.0.as_slice())
+                        .map_err(engine)?;
+                }
                 outcomes[call][index] = RegisterOutcome::Stored;
             }
         }
