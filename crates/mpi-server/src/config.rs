@@ -202,7 +202,8 @@ pub struct Config {
     /// The emergency purpose may stand in for a missing disclosure grant (with a stated
     /// reason, audited as emergency; never against an opt-out). Off by default.
     pub emergency_access: bool,
-    /// Bytes of the main store file's page cache (the audit files have small fixed caches).
+    /// Bytes of the main store files' page caches (three quarters for `mpi.redb`, a quarter for
+    /// `location-index.redb`; the audit files have small fixed caches).
     pub store_cache_bytes: usize,
 }
 

@@ -7,7 +7,8 @@
 //! - `members`: person key · person reference key → (): each person's cluster of references;
 //! - `merges`: merge ID → merge record (what moved, who, when, why, and any unmerge);
 //! - `locations`: subject · network · facility · kind · reference digest → location;
-//! - `location_index`: network · facility · kind · reference digest → subject;
+//! - `location_index`, in a file of its own beside the first (`location-index.redb`): network ·
+//!   facility · kind · reference digest → subject (each ID's claim; see `register_request`);
 //! - `consents`: consent ID → subject · consent; `subject_consents`: subject · consent ID →
 //!   revoked flag;
 //! - `links`: regional key → subject · network · sealed local ID; `subject_links`: subject ·
@@ -51,6 +52,43 @@ struct RegistrationRequest {
     epoch: u64,
 }
 
+/// What the first stage of a registration found in the location index for one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The item's subject does not take part (on the snapshot): nothing claimed.
+    Skipped,
+    /// The ID was free (or claimed by an orphan) and is now claimed for the subject.
+    New,
+    /// The ID was already the subject's: the stored location's span may widen.
+    Ours,
+    /// Another subject holds the ID.
+    Another,
+}
+
+/// A call's claims marked pending; unmarked when the call is done with them.
+struct Pending<'a> {
+    store: &'a RedbStore,
+    ids: Vec<[u8; location::codec::ID_KEY_LEN]>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let mut marked = self
+            .store
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in &self.ids {
+            if let Some(count) = marked.get_mut(id) {
+                *count -= 1;
+                if *count == 0 {
+                    marked.remove(id);
+                }
+            }
+        }
+    }
+}
+
 /// The META key counting the commits that changed a cluster or its consents.
 const CLUSTER_EPOCH: &str = "cluster_epoch";
 
@@ -68,6 +106,71 @@ fn bump_cluster_epoch(txn: &redb::WriteTransaction) -> StoreResult<()> {
     let mut meta = txn.open_table(META).map_err(engine)?;
     let next = cluster_epoch(&meta)? + 1;
     meta.insert(CLUSTER_EPOCH, next).map_err(engine)?;
+    Ok(())
+}
+
+/// Moves a version 1 file's location index into `location-index.redb`, in batches, then drops
+/// it from the main file and records version 2. Copying is idempotent, so a crash part-way
+/// only repeats it at the next open.
+fn migrate_location_index(db: &Database, index_db: &Database) -> StoreResult<()> {
+    let txn = db.begin_read().map_err(engine)?;
+    let version = txn
+        .open_table(META)
+        .map_err(engine)?
+        .get("schema_version")
+        .map_err(engine)?
+        .map(|v| v.value());
+    if version != Some(1) {
+        return Ok(());
+    }
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = match txn.open_table(LOCATION_INDEX) {
+            Ok(old) => {
+                let range = match &after {
+                    Some(key) => old.range::<&[u8]>((
+                        std::ops::Bound::Excluded(key.as_slice()),
+                        std::ops::Bound::Unbounded,
+                    )),
+                    None => old.range::<&[u8]>(..),
+                }
+                .map_err(engine)?;
+                range
+                    .take(MIGRATE_ROWS)
+                    .map(|item| {
+                        let (key, value) = item.map_err(engine)?;
+                        Ok((key.value().to_vec(), value.value().to_vec()))
+                    })
+                    .collect::<StoreResult<_>>()?
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+            Err(error) => return Err(engine(error)),
+        };
+        if rows.is_empty() {
+            break;
+        }
+        let write = index_db.begin_write().map_err(engine)?;
+        {
+            let mut index = write.open_table(LOCATION_INDEX).map_err(engine)?;
+            for (key, value) in &rows {
+                index
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(engine)?;
+            }
+        }
+        write.commit().map_err(engine)?;
+        after = rows.last().map(|(key, _)| key.clone());
+    }
+    drop(txn);
+    let write = db.begin_write().map_err(engine)?;
+    write.delete_table(LOCATION_INDEX).map_err(engine)?;
+    write
+        .open_table(META)
+        .map_err(engine)?
+        .insert("schema_version", SCHEMA_VERSION)
+        .map_err(engine)?;
+    write.commit().map_err(engine)?;
+    tracing::info!("moved the location index into location-index.redb (schema version 2)");
     Ok(())
 }
 
@@ -382,7 +485,10 @@ pub const AUDIT_CACHE_BYTES: usize = 32 << 20;
 pub const AUDIT_INDEX_CACHE_BYTES: usize = 64 << 20;
 
 /// The on-disk layout version this code reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// Location index entries copied per transaction when a version 1 file is migrated.
+const MIGRATE_ROWS: usize = 100_000;
 
 fn engine(error: impl Into<redb::Error>) -> StoreError {
     StoreError::Engine(error.into().to_string())
@@ -394,8 +500,21 @@ fn engine(error: impl Into<redb::Error>) -> StoreError {
 /// its size.
 pub struct RedbStore {
     db: Database,
-    /// Concurrent RegisterLocations calls share one write transaction.
-    registrations: combiner::Combiner<RegistrationRequest, Vec<RegisterOutcome>>,
+    /// The location index (location ID → subject) in a file of its own, `location-index.redb`,
+    /// so that its writes run beside the main file's instead of in the same transaction.
+    index_db: Database,
+    /// First stage of RegisterLocations: concurrent calls claim their IDs in one transaction
+    /// of the index file.
+    claims: combiner::Combiner<Arc<RegistrationRequest>, Vec<Claim>>,
+    /// Second stage: concurrent calls store their locations in one transaction of the main
+    /// file, while the next calls claim.
+    registrations: combiner::Combiner<(Arc<RegistrationRequest>, Vec<Claim>), Vec<RegisterOutcome>>,
+    /// IDs claimed by calls whose second stage has not finished (with a count per ID): a claim
+    /// without a stored location is an orphan another subject may take over, unless it is here.
+    pending: std::sync::Mutex<std::collections::HashMap<[u8; location::codec::ID_KEY_LEN], usize>>,
+    /// Registrations hold it shared through both stages; withdrawals and purges, which delete
+    /// locations and then their claims, hold it alone.
+    exclusive: std::sync::RwLock<()>,
     /// Held while a call decides its participation gate before it waits for the writer.
     preparing: std::sync::Mutex<()>,
     audit_db: Arc<Database>,
@@ -412,16 +531,24 @@ impl RedbStore {
         Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
-    /// [`RedbStore::open`] with `cache_bytes` of page cache for the main file. The audit files
-    /// have small fixed caches ([`AUDIT_CACHE_BYTES`], [`AUDIT_INDEX_CACHE_BYTES`]): the chain
-    /// is appended and read in order, and the index is read a few pages per query. A redb
+    /// [`RedbStore::open`] with `cache_bytes` of page cache for the main file and the location
+    /// index (three quarters and a quarter). The audit files have small fixed caches
+    /// ([`AUDIT_CACHE_BYTES`], [`AUDIT_INDEX_CACHE_BYTES`]): the chain is appended and read in
+    /// order, and the index is read a few pages per query. A redb
     /// cache fills up to its size as pages are read and written, so the process's memory grows
     /// with the store until then, and no further.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> StoreResult<Self> {
         let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
+            .set_cache_size(cache_bytes - cache_bytes / 4)
             .create(path)
             .map_err(engine)?;
+        let index_db = redb::Builder::new()
+            .set_cache_size(cache_bytes / 4)
+            .create(path.with_file_name("location-index.redb"))
+            .map_err(engine)?;
+        let txn = index_db.begin_write().map_err(engine)?;
+        txn.open_table(LOCATION_INDEX).map_err(engine)?;
+        txn.commit().map_err(engine)?;
         let txn = db.begin_write().map_err(engine)?;
         {
             txn.open_table(QUALIFICATIONS).map_err(engine)?;
@@ -429,7 +556,6 @@ impl RedbStore {
             txn.open_table(MEMBERS).map_err(engine)?;
             txn.open_table(MERGES).map_err(engine)?;
             txn.open_table(LOCATIONS).map_err(engine)?;
-            txn.open_table(LOCATION_INDEX).map_err(engine)?;
             txn.open_table(CONSENTS).map_err(engine)?;
             txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
             txn.open_table(LINKS).map_err(engine)?;
@@ -445,6 +571,8 @@ impl RedbStore {
                         .map_err(engine)?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                // Version 1 kept the location index in this file.
+                Some(1) => {}
                 Some(other) => {
                     return Err(StoreError::Engine(format!(
                         "database schema version {other} is not {SCHEMA_VERSION}"
@@ -453,6 +581,7 @@ impl RedbStore {
             }
         }
         txn.commit().map_err(engine)?;
+        migrate_location_index(&db, &index_db)?;
         let audit_db = Arc::new(
             redb::Builder::new()
                 .set_cache_size(AUDIT_CACHE_BYTES)
@@ -475,7 +604,11 @@ impl RedbStore {
         )?;
         Ok(Self {
             db,
+            index_db,
+            claims: combiner::Combiner::default(),
             registrations: combiner::Combiner::default(),
+            pending: std::sync::Mutex::default(),
+            exclusive: std::sync::RwLock::default(),
             preparing: std::sync::Mutex::new(()),
             audit_db,
             audit_wal,
@@ -516,15 +649,88 @@ impl RedbStore {
         })
     }
 
-    /// Registers the locations of several calls in one transaction (the combiner hands over
-    /// every call waiting for the writer): all of them are stored or none. Items are written in
-    /// key order across the calls (subjects are random hashes, as for qualifications).
-    fn register_group(
-        &self,
-        group: &[RegistrationRequest],
-    ) -> StoreResult<Vec<Vec<RegisterOutcome>>> {
+    /// First stage of registration: claims the IDs of several calls' allowed items in one
+    /// transaction of the index file, in key order. An ID held by another subject is theirs,
+    /// unless that claim is an orphan: no location stored for it and no call still storing it
+    /// (a withdrawal, purge or failed call deletes the location before its claim).
+    fn claim_group(&self, group: &[Arc<RegistrationRequest>]) -> StoreResult<Vec<Vec<Claim>>> {
         let mut order: Vec<(&[u8], usize, usize)> = Vec::new();
         for (call, request) in group.iter().enumerate() {
+            for (index, key) in request.keys.iter().enumerate() {
+                if request.allowed[index] {
+                    order.push((&key[32..], call, index));
+                }
+            }
+        }
+        order.sort_unstable();
+        let mut claims: Vec<Vec<Claim>> = group
+            .iter()
+            .map(|request| vec![Claim::Skipped; request.items.len()])
+            .collect();
+        let mut claimed_here = std::collections::HashSet::new();
+        let txn = self.index_db.begin_write().map_err(engine)?;
+        {
+            let mut index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
+            for (id_key, call, position) in order {
+                let subject = group[call].items[position].subject;
+                let owner = index
+                    .get(id_key)
+                    .map_err(engine)?
+                    .map(|value| key32(value.value()))
+                    .transpose()?;
+                let claim = match owner {
+                    None => Claim::New,
+                    Some(owner) if owner == subject => Claim::Ours,
+                    Some(owner) => {
+                        if claimed_here.contains(id_key) || self.is_live_claim(owner, id_key)? {
+                            Claim::Another
+                        } else {
+                            Claim::New
+                        }
+                    }
+                };
+                if claim == Claim::New {
+                    index.insert(id_key, subject.0.as_slice()).map_err(engine)?;
+                    claimed_here.insert(id_key);
+                }
+                claims[call][position] = claim;
+            }
+        }
+        txn.commit().map_err(engine)?;
+        Ok(claims)
+    }
+
+    /// Whether `owner`'s claim on `id_key` stands: a call is still storing it, or its location
+    /// is stored. Pending claims are looked at first, and the main file read after, so that a
+    /// call finishing in between is seen in one or the other.
+    fn is_live_claim(&self, owner: IdentifierKey, id_key: &[u8]) -> StoreResult<bool> {
+        if self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(id_key)
+        {
+            return Ok(true);
+        }
+        let mut key = [0u8; location::codec::KEY_LEN];
+        key[..32].copy_from_slice(&owner.0);
+        key[32..].copy_from_slice(id_key);
+        let txn = self.db.begin_read().map_err(engine)?;
+        let locations = txn.open_table(LOCATIONS).map_err(engine)?;
+        Ok(locations.get(key.as_slice()).map_err(engine)?.is_some())
+    }
+
+    /// Second stage: stores the claimed locations of several calls in one transaction of the
+    /// main file (all of them or none), in key order across the calls. The participation gate
+    /// decided on the snapshot stands if no cluster or consent changed since; otherwise it is
+    /// decided again here, and an item no longer allowed is not stored (its claim is left as
+    /// an orphan).
+    fn register_group(
+        &self,
+        group: &[(Arc<RegistrationRequest>, Vec<Claim>)],
+    ) -> StoreResult<Vec<Vec<RegisterOutcome>>> {
+        let mut order: Vec<(&[u8], usize, usize)> = Vec::new();
+        for (call, (request, _)) in group.iter().enumerate() {
             for (index, key) in request.keys.iter().enumerate() {
                 order.push((key.as_slice(), call, index));
             }
@@ -532,13 +738,13 @@ impl RedbStore {
         order.sort_unstable();
         let mut outcomes: Vec<Vec<RegisterOutcome>> = group
             .iter()
-            .map(|request| vec![RegisterOutcome::NoParticipation; request.items.len()])
+            .map(|(request, _)| vec![RegisterOutcome::NoParticipation; request.items.len()])
             .collect();
         let txn = self.db.begin_write().map_err(engine)?;
         {
             let epoch = cluster_epoch(&txn.open_table(META).map_err(engine)?)?;
             let mut gates: Vec<std::borrow::Cow<'_, [bool]>> = Vec::with_capacity(group.len());
-            for request in group {
+            for (request, _) in group {
                 if request.epoch == epoch {
                     gates.push(std::borrow::Cow::Borrowed(request.allowed.as_slice()));
                 } else {
@@ -555,26 +761,21 @@ impl RedbStore {
                 }
             }
             let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
-            let mut location_index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
             for (key, call, index) in order {
-                if !gates[call][index] {
-                    continue;
-                }
-                let item = &group[call].items[index];
-                let id_key = &key[32..];
-                let owner = location_index
-                    .get(id_key)
-                    .map_err(engine)?
-                    .map(|value| key32(value.value()))
-                    .transpose()?;
-                if owner.is_some_and(|owner| owner != item.subject) {
-                    outcomes[call][index] = RegisterOutcome::RegisteredForAnother;
-                    continue;
+                let (request, claims) = &group[call];
+                let item = &request.items[index];
+                match claims[index] {
+                    Claim::Skipped => continue,
+                    Claim::Another => {
+                        outcomes[call][index] = RegisterOutcome::RegisteredForAnother;
+                        continue;
+                    }
+                    Claim::New | Claim::Ours if !gates[call][index] => continue,
+                    Claim::New | Claim::Ours => {}
                 }
                 let mut stored = std::borrow::Cow::Borrowed(&item.location);
-                // The index names an owner exactly when the location is stored: only then is
-                // there a span to widen.
-                if owner.is_some()
+                // The subject held the ID already: only then is there a span to widen.
+                if claims[index] == Claim::Ours
                     && let Some(existing) = locations.get(key).map_err(engine)?
                 {
                     let mut widened = location::codec::decode(existing.value())?;
@@ -584,11 +785,6 @@ impl RedbStore {
                 locations
                     .insert(key, location::codec::value(&stored).as_slice())
                     .map_err(engine)?;
-                if owner.is_none() {
-                    location_index
-                        .insert(id_key, item.subject.0.as_slice())
-                        .map_err(engine)?;
-                }
                 outcomes[call][index] = RegisterOutcome::Stored;
             }
         }
@@ -596,13 +792,75 @@ impl RedbStore {
         Ok(outcomes)
     }
 
+    /// Both stages for one call, holding `exclusive` shared and its claims in `pending` until
+    /// the second stage has finished, whatever its result.
+    fn register_request(&self, request: RegistrationRequest) -> StoreResult<Vec<RegisterOutcome>> {
+        let _registering = self
+            .exclusive
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let request = Arc::new(request);
+        let mut pending = Pending {
+            store: self,
+            ids: Vec::new(),
+        };
+        let claims = self.claims.run(request.clone(), |group| {
+            let claims = self.claim_group(group)?;
+            // Marked pending before any call of the group moves on (the combiner answers them
+            // all after this returns).
+            let mut marked = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (call, found) in group.iter().zip(&claims) {
+                for (key, claim) in call.keys.iter().zip(found) {
+                    if matches!(claim, Claim::New | Claim::Ours) {
+                        let mut id = [0u8; location::codec::ID_KEY_LEN];
+                        id.copy_from_slice(&key[32..]);
+                        *marked.entry(id).or_insert(0) += 1;
+                    }
+                }
+            }
+            Ok(claims)
+        })?;
+        for (key, claim) in request.keys.iter().zip(&claims) {
+            if matches!(claim, Claim::New | Claim::Ours) {
+                let mut id = [0u8; location::codec::ID_KEY_LEN];
+                id.copy_from_slice(&key[32..]);
+                pending.ids.push(id);
+            }
+        }
+        self.registrations
+            .run((request, claims), |group| self.register_group(group))
+    }
+
+    /// Deletes claims from the index file, after their locations left the main file (callers
+    /// hold `exclusive` alone).
+    fn release_claims(
+        &self,
+        id_keys: impl Iterator<Item = [u8; location::codec::ID_KEY_LEN]>,
+    ) -> StoreResult<()> {
+        let txn = self.index_db.begin_write().map_err(engine)?;
+        {
+            let mut index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
+            for id_key in id_keys {
+                index.remove(id_key.as_slice()).map_err(engine)?;
+            }
+        }
+        txn.commit().map_err(engine)?;
+        Ok(())
+    }
+
     /// Bytes of the main file's pages in use (the file itself grows in large steps ahead of
     /// its contents). Takes a write transaction, so it waits for any writer; it writes nothing.
     pub fn allocated_bytes(&self) -> StoreResult<u64> {
-        let txn = self.db.begin_write().map_err(engine)?;
-        let stats = txn.stats().map_err(engine)?;
-        let bytes = stats.allocated_pages() * stats.page_size() as u64;
-        txn.abort().map_err(engine)?;
+        let mut bytes = 0;
+        for db in [&self.db, &self.index_db] {
+            let txn = db.begin_write().map_err(engine)?;
+            let stats = txn.stats().map_err(engine)?;
+            bytes += stats.allocated_pages() * stats.page_size() as u64;
+            txn.abort().map_err(engine)?;
+        }
         Ok(bytes)
     }
 
@@ -907,26 +1165,37 @@ impl Store for RedbStore {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             self.prepare_registration(network, today, items)?
         };
-        self.registrations
-            .run(request, |group| self.register_group(group))
+        self.register_request(request)
     }
 
     fn withdraw_locations(&self, ids: &[LocationId]) -> StoreResult<Vec<bool>> {
+        let _alone = self
+            .exclusive
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let owners = {
+            let txn = self.index_db.begin_read().map_err(engine)?;
+            let index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
+            ids.iter()
+                .map(|id| {
+                    index
+                        .get(location::codec::id_key(id).as_slice())
+                        .map_err(engine)?
+                        .map(|value| key32(value.value()))
+                        .transpose()
+                })
+                .collect::<StoreResult<Vec<_>>>()?
+        };
+        // The locations first, then their claims: a crash in between leaves orphan claims,
+        // which registration takes over, never a location without its claim.
         let txn = self.db.begin_write().map_err(engine)?;
         let mut found = Vec::with_capacity(ids.len());
         {
             let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
-            let mut location_index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
-            for id in ids {
-                let id_key = location::codec::id_key(id);
-                let subject = location_index
-                    .remove(id_key.as_slice())
-                    .map_err(engine)?
-                    .map(|value| key32(value.value()))
-                    .transpose()?;
-                let removed = match subject {
+            for (id, owner) in ids.iter().zip(&owners) {
+                let removed = match owner {
                     Some(subject) => locations
-                        .remove(location::codec::key(subject, id).as_slice())
+                        .remove(location::codec::key(*subject, id).as_slice())
                         .map_err(engine)?
                         .is_some(),
                     None => false,
@@ -935,6 +1204,7 @@ impl Store for RedbStore {
             }
         }
         txn.commit().map_err(engine)?;
+        self.release_claims(ids.iter().map(location::codec::id_key))?;
         Ok(found)
     }
 
@@ -998,6 +1268,13 @@ impl Store for RedbStore {
         revocation: &Revocation,
         today: NaiveDate,
     ) -> StoreResult<RevokeOutcome> {
+        // A purge deletes locations and then their claims, alone like a withdrawal.
+        let _alone = revocation.purged.then(|| {
+            self.exclusive
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
+        let mut released = Vec::new();
         let txn = self.db.begin_write().map_err(engine)?;
         let outcome = {
             let mut consents = txn.open_table(CONSENTS).map_err(engine)?;
@@ -1030,7 +1307,6 @@ impl Store for RedbStore {
                 let mut links = txn.open_table(LINKS).map_err(engine)?;
                 let mut subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
                 let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
-                let mut location_index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
                 for reference in &cluster {
                     if cut {
                         for link in links_of(&links, &subject_links, *reference)? {
@@ -1054,7 +1330,9 @@ impl Store for RedbStore {
                             .collect::<StoreResult<_>>()?;
                         for key in doomed {
                             locations.remove(key.as_slice()).map_err(engine)?;
-                            location_index.remove(&key[32..]).map_err(engine)?;
+                            let mut id_key = [0u8; location::codec::ID_KEY_LEN];
+                            id_key.copy_from_slice(&key[32..]);
+                            released.push(id_key);
                             locations_deleted += 1;
                         }
                     }
@@ -1068,6 +1346,9 @@ impl Store for RedbStore {
             }
         };
         txn.commit().map_err(engine)?;
+        if !released.is_empty() {
+            self.release_claims(released.into_iter())?;
+        }
         Ok(outcome)
     }
 
@@ -1253,8 +1534,9 @@ mod tests {
         }
     }
 
-    /// The participation gate is decided before the call waits for the writer; a revocation,
-    /// a new consent or a merge committed in between must make the writer decide it again.
+    /// The participation gate is decided before the call waits for the writer; a revocation or
+    /// an unmerge committed in between must keep the writer from storing, and a consent or
+    /// merge that only allows more leaves the call answered as of its snapshot.
     #[test]
     fn a_gate_decided_before_a_consent_or_cluster_change_is_decided_again_by_the_writer() {
         use mpi_core::consent::{Consent, ConsentGrant, ConsentId, Revocation};
@@ -1315,7 +1597,7 @@ mod tests {
                 .prepare_registration(network, today, &[location(n)])
                 .unwrap()
         };
-        let write = |request: RegistrationRequest| store.register_group(&[request]).unwrap()[0][0];
+        let write = |request: RegistrationRequest| store.register_request(request).unwrap()[0];
 
         // Taking part when decided, revoked before the write.
         let request = decide(1);
@@ -1331,11 +1613,13 @@ mod tests {
             .unwrap();
         assert_eq!(write(request), RegisterOutcome::NoParticipation);
 
-        // Not taking part when decided, a participation recorded before the write.
+        // Not taking part when decided, a participation recorded before the write: the call
+        // ran alongside RecordConsent, and is answered as of its snapshot (nothing claimed).
         let request = decide(2);
         assert_eq!(request.allowed, [false]);
         store.record_consents(&[participation(2)]).unwrap();
-        assert_eq!(write(request), RegisterOutcome::Stored);
+        assert_eq!(write(request), RegisterOutcome::NoParticipation);
+        assert_eq!(write(decide(2)), RegisterOutcome::Stored);
 
         // Not taking part when decided, merged into a person who takes part before the write.
         let request = decide(3);
@@ -1355,7 +1639,8 @@ mod tests {
             })
             .unwrap();
         assert!(matches!(merged, MergeOutcome::Merged { moved: 1 }));
-        assert_eq!(write(request), RegisterOutcome::Stored);
+        assert_eq!(write(request), RegisterOutcome::NoParticipation);
+        assert_eq!(write(decide(3)), RegisterOutcome::Stored);
 
         // Taking part through the merge when decided, unmerged before the write.
         let mut moved = location(3);
@@ -1377,6 +1662,209 @@ mod tests {
         assert_eq!(
             cluster_epoch(&txn.open_table(META).unwrap()).unwrap(),
             epoch
+        );
+    }
+
+    /// A store with subjects 1..=3 taking part in 13-0001, and a location of `subject`.
+    fn participating() -> (
+        RedbStore,
+        tempfile::TempDir,
+        NetworkId,
+        chrono::NaiveDate,
+        impl Fn(u8) -> SubjectLocation,
+    ) {
+        use mpi_core::consent::{Consent, ConsentGrant, ConsentId};
+        use mpi_core::ids::FacilityCode;
+        use mpi_core::location::{Location, LocationId, RecordKind, RecordReference};
+        let (store, dir) = fresh();
+        let network = NetworkId::parse("13-0001").unwrap();
+        let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let consents: Vec<_> = (1..=3u8)
+            .map(|n| {
+                (
+                    IdentifierKey([n; 32]),
+                    Consent {
+                        id: ConsentId::random(),
+                        grant: ConsentGrant::Participation { network },
+                        valid_from: day,
+                        valid_until: None,
+                        evidence: "form".into(),
+                        recorded_by: "operator:ops".into(),
+                        recorded_at_micros: 0,
+                        revocation: None,
+                    },
+                )
+            })
+            .collect();
+        store.record_consents(&consents).unwrap();
+        let location = move |n: u8| SubjectLocation {
+            subject: IdentifierKey([n; 32]),
+            location: Location {
+                id: LocationId {
+                    network,
+                    facility: FacilityCode::parse("3410712362").unwrap(),
+                    kind: RecordKind::Treatment,
+                    reference: RecordReference::parse("the-same-reference").unwrap(),
+                },
+                first_service: day,
+                last_service: day,
+                registered_at_micros: 1,
+            },
+        };
+        (store, dir, network, today, location)
+    }
+
+    /// The location index lives in its own file, written before the locations: a claim whose
+    /// location was never stored (a crash between the two commits) is taken over, but a claim
+    /// whose call is still storing is not.
+    #[test]
+    fn orphan_claims_are_taken_over_and_pending_claims_are_not() {
+        let (store, _dir, network, today, location) = participating();
+        // An orphan: subject 1 claimed the ID, its location never reached the main file.
+        let first = store
+            .prepare_registration(network, today, &[location(1)])
+            .unwrap();
+        let claims = store.claim_group(&[Arc::new(first)]).unwrap();
+        assert_eq!(claims, [[Claim::New]]);
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(2)])
+                .unwrap(),
+            [RegisterOutcome::Stored]
+        );
+        // Now subject 2 holds it, with its location stored.
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(3)])
+                .unwrap(),
+            [RegisterOutcome::RegisteredForAnother]
+        );
+        // A claim still pending (its call between the two stages) stands.
+        assert!(
+            store
+                .withdraw_locations(&[location(2).location.id])
+                .unwrap()[0]
+        );
+        let third = Arc::new(
+            store
+                .prepare_registration(network, today, &[location(3)])
+                .unwrap(),
+        );
+        assert_eq!(store.claim_group(&[third]).unwrap(), [[Claim::New]]);
+        let mut id = [0u8; location::codec::ID_KEY_LEN];
+        id.copy_from_slice(&location::codec::id_key(&location(3).location.id));
+        store.pending.lock().unwrap().insert(id, 1);
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(1)])
+                .unwrap(),
+            [RegisterOutcome::RegisteredForAnother]
+        );
+        store.pending.lock().unwrap().clear();
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(1)])
+                .unwrap(),
+            [RegisterOutcome::Stored]
+        );
+        assert!(store.pending.lock().unwrap().is_empty());
+    }
+
+    /// A version 1 file kept the location index in the main file; opening it moves the index
+    /// into `location-index.redb` and records version 2.
+    #[test]
+    fn a_version_1_file_has_its_location_index_moved_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mpi.redb");
+        let (network, today, location) = {
+            let (_, _, network, today, location) = participating();
+            (network, today, location)
+        };
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let participation = |n: u8| {
+                (
+                    IdentifierKey([n; 32]),
+                    mpi_core::consent::Consent {
+                        id: mpi_core::consent::ConsentId::random(),
+                        grant: mpi_core::consent::ConsentGrant::Participation { network },
+                        valid_from: today,
+                        valid_until: None,
+                        evidence: "form".into(),
+                        recorded_by: "operator:ops".into(),
+                        recorded_at_micros: 0,
+                        revocation: None,
+                    },
+                )
+            };
+            store
+                .record_consents(&[participation(1), participation(2)])
+                .unwrap();
+            assert_eq!(
+                store
+                    .register_locations(network, today, &[location(1)])
+                    .unwrap(),
+                [RegisterOutcome::Stored]
+            );
+        }
+        let id_key = location::codec::id_key(&location(1).location.id);
+        {
+            let index_db = Database::create(path.with_file_name("location-index.redb")).unwrap();
+            let txn = index_db.begin_write().unwrap();
+            let owner = txn
+                .open_table(LOCATION_INDEX)
+                .unwrap()
+                .remove(id_key.as_slice())
+                .unwrap()
+                .map(|v| v.value().to_vec())
+                .unwrap();
+            txn.commit().unwrap();
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(LOCATION_INDEX)
+                .unwrap()
+                .insert(id_key.as_slice(), owner.as_slice())
+                .unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        // The claim moved: another subject cannot register the same ID...
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(2)])
+                .unwrap(),
+            [RegisterOutcome::RegisteredForAnother]
+        );
+        let txn = store.index_db.begin_read().unwrap();
+        let moved = txn
+            .open_table(LOCATION_INDEX)
+            .unwrap()
+            .get(id_key.as_slice())
+            .unwrap()
+            .map(|v| v.value().to_vec());
+        assert_eq!(moved, Some(vec![1u8; 32]));
+        let txn = store.db.begin_read().unwrap();
+        assert!(matches!(
+            txn.open_table(LOCATION_INDEX),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ));
+        let version = txn
+            .open_table(META)
+            .unwrap()
+            .get("schema_version")
+            .unwrap()
+            .map(|v| v.value());
+        assert_eq!(version, Some(SCHEMA_VERSION));
+        // ...and withdrawing it through the moved index works.
+        assert!(
+            store
+                .withdraw_locations(&[location(1).location.id])
+                .unwrap()[0]
         );
     }
 
