@@ -89,6 +89,24 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// The IDs a call claimed (new or already its own), from its location keys and its claims.
+fn claimed_ids<'a>(
+    keys: &'a [[u8; location::codec::KEY_LEN]],
+    claims: &'a [Claim],
+) -> impl Iterator<Item = [u8; location::codec::ID_KEY_LEN]> + 'a {
+    keys.iter()
+        .zip(claims)
+        .filter(|(_, claim)| matches!(claim, Claim::New | Claim::Ours))
+        .map(|(key, _)| id_of(key))
+}
+
+/// The ID part of a location key.
+fn id_of(key: &[u8]) -> [u8; location::codec::ID_KEY_LEN] {
+    let mut id = [0u8; location::codec::ID_KEY_LEN];
+    id.copy_from_slice(&key[32..]);
+    id
+}
+
 /// The META key counting the commits that changed a cluster or its consents.
 const CLUSTER_EPOCH: &str = "cluster_epoch";
 
@@ -691,6 +709,10 @@ impl RedbStore {
                 };
                 if claim == Claim::New {
                     index.insert(id_key, subject.0.as_slice()).map_err(engine)?;
+                }
+                // Claimed in this group, new or already held (perhaps as an orphan): another
+                // subject's item later in the group must not take it over.
+                if claim != Claim::Another {
                     claimed_here.insert(id_key);
                 }
                 claims[call][position] = claim;
@@ -813,23 +835,13 @@ impl RedbStore {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (call, found) in group.iter().zip(&claims) {
-                for (key, claim) in call.keys.iter().zip(found) {
-                    if matches!(claim, Claim::New | Claim::Ours) {
-                        let mut id = [0u8; location::codec::ID_KEY_LEN];
-                        id.copy_from_slice(&key[32..]);
-                        *marked.entry(id).or_insert(0) += 1;
-                    }
+                for id in claimed_ids(&call.keys, found) {
+                    *marked.entry(id).or_insert(0) += 1;
                 }
             }
             Ok(claims)
         })?;
-        for (key, claim) in request.keys.iter().zip(&claims) {
-            if matches!(claim, Claim::New | Claim::Ours) {
-                let mut id = [0u8; location::codec::ID_KEY_LEN];
-                id.copy_from_slice(&key[32..]);
-                pending.ids.push(id);
-            }
-        }
+        pending.ids.extend(claimed_ids(&request.keys, &claims));
         self.registrations
             .run((request, claims), |group| self.register_group(group))
     }
@@ -1330,9 +1342,7 @@ impl Store for RedbStore {
                             .collect::<StoreResult<_>>()?;
                         for key in doomed {
                             locations.remove(key.as_slice()).map_err(engine)?;
-                            let mut id_key = [0u8; location::codec::ID_KEY_LEN];
-                            id_key.copy_from_slice(&key[32..]);
-                            released.push(id_key);
+                            released.push(id_of(&key));
                             locations_deleted += 1;
                         }
                     }
@@ -1727,6 +1737,21 @@ mod tests {
             .unwrap();
         let claims = store.claim_group(&[Arc::new(first)]).unwrap();
         assert_eq!(claims, [[Claim::New]]);
+        // In one group, the orphan's own subject keeps it and another subject's item does not
+        // take it over behind it.
+        let both: Vec<_> = [1, 2]
+            .map(|n| {
+                Arc::new(
+                    store
+                        .prepare_registration(network, today, &[location(n)])
+                        .unwrap(),
+                )
+            })
+            .into();
+        assert_eq!(
+            store.claim_group(&both).unwrap(),
+            [[Claim::Ours], [Claim::Another]]
+        );
         assert_eq!(
             store
                 .register_locations(network, today, &[location(2)])
@@ -1752,8 +1777,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(store.claim_group(&[third]).unwrap(), [[Claim::New]]);
-        let mut id = [0u8; location::codec::ID_KEY_LEN];
-        id.copy_from_slice(&location::codec::id_key(&location(3).location.id));
+        let id = location::codec::id_key(&location(3).location.id);
         store.pending.lock().unwrap().insert(id, 1);
         assert_eq!(
             store
