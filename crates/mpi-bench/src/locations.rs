@@ -227,6 +227,25 @@ pub(crate) fn wire_patient(person: &Person, holding: usize) -> pb::PatientRefere
 
 /// Every network registers its events concurrently, 1,000 per call, `in_flight` calls at a
 /// time; durable when answered.
+/// The RegisterLocations item of a planned event: the person by the card of the service date.
+pub(crate) fn registration(
+    population: &Population,
+    event: &mpi_synth::records::RecordEvent,
+) -> pb::LocationRegistration {
+    pb::LocationRegistration {
+        patient: Some(wire_patient(
+            &population.persons[event.person],
+            event.holding,
+        )),
+        facility_code: event.facility.clone(),
+        kind: i32::from(event.kind),
+        first_service_date: iso(event.service_date),
+        last_service_date: String::new(),
+        reference: event.reference.clone(),
+        network_id: String::new(),
+    }
+}
+
 pub async fn register(
     server: &Running,
     population: &Population,
@@ -239,15 +258,7 @@ pub async fn register(
             .events
             .iter()
             .filter(|e| e.network == index)
-            .map(|e| pb::LocationRegistration {
-                patient: Some(wire_patient(&population.persons[e.person], e.holding)),
-                facility_code: e.facility.clone(),
-                kind: i32::from(e.kind),
-                first_service_date: iso(e.service_date),
-                last_service_date: String::new(),
-                reference: e.reference.clone(),
-                network_id: String::new(),
-            })
+            .map(|e| registration(population, e))
             .collect();
         let requests: Vec<_> = items
             .chunks(1000)

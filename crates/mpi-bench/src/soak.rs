@@ -25,7 +25,8 @@ use tonic::transport::Channel;
 
 use crate::iso;
 use crate::locations::{
-    Running, disclosing_patients, outside_clinician, percentiles, treatment, wire_patient,
+    Running, disclosing_patients, outside_clinician, percentiles, registration, treatment,
+    wire_patient,
 };
 
 /// Requests in flight at most during the open-loop phase; a send beyond it counts as an error
@@ -73,18 +74,7 @@ impl Mix {
             .iter()
             .filter(|e| e.network == 0 && takes_part(e.person))
             .collect();
-        let events = ours
-            .iter()
-            .map(|e| pb::LocationRegistration {
-                patient: Some(wire_patient(&population.persons[e.person], e.holding)),
-                facility_code: e.facility.clone(),
-                kind: i32::from(e.kind),
-                first_service_date: iso(e.service_date),
-                last_service_date: String::new(),
-                reference: e.reference.clone(),
-                network_id: String::new(),
-            })
-            .collect();
+        let events = ours.iter().map(|e| registration(population, e)).collect();
         let dates = ours.iter().map(|e| e.service_date).collect();
         let mut members: Vec<usize> = ours.iter().map(|e| e.person).collect();
         members.dedup();

@@ -1452,9 +1452,29 @@ mod tests {
 
     mpi_store_conformance::store_conformance!(fresh());
 
+    /// A participation consent of subject `[n; 32]` in `network` from `day`.
+    fn participation_of(
+        n: u8,
+        network: NetworkId,
+        day: chrono::NaiveDate,
+    ) -> (IdentifierKey, mpi_core::consent::Consent) {
+        (
+            IdentifierKey([n; 32]),
+            mpi_core::consent::Consent {
+                id: mpi_core::consent::ConsentId::random(),
+                grant: mpi_core::consent::ConsentGrant::Participation { network },
+                valid_from: day,
+                valid_until: None,
+                evidence: "form".into(),
+                recorded_by: "operator:ops".into(),
+                recorded_at_micros: 0,
+                revocation: None,
+            },
+        )
+    }
+
     #[test]
     fn concurrent_registrations_are_combined_without_losing_or_mixing_any() {
-        use mpi_core::consent::{Consent, ConsentGrant, ConsentId};
         use mpi_core::ids::FacilityCode;
         use mpi_core::location::{Location, LocationId, RecordKind, RecordReference};
         let (store, _dir) = fresh();
@@ -1474,21 +1494,7 @@ mod tests {
         store.upsert_qualifications(&entries).unwrap();
         // Subjects 0..6 participate; 7 does not.
         let consents: Vec<_> = (0..7u8)
-            .map(|subject| {
-                (
-                    IdentifierKey([subject; 32]),
-                    Consent {
-                        id: ConsentId::random(),
-                        grant: ConsentGrant::Participation { network },
-                        valid_from: day,
-                        valid_until: None,
-                        evidence: "form".into(),
-                        recorded_by: "operator:ops".into(),
-                        recorded_at_micros: 0,
-                        revocation: None,
-                    },
-                )
-            })
+            .map(|subject| participation_of(subject, network, day))
             .collect();
         store.record_consents(&consents).unwrap();
         let store = std::sync::Arc::new(store);
@@ -1549,7 +1555,7 @@ mod tests {
     /// merge that only allows more leaves the call answered as of its snapshot.
     #[test]
     fn a_gate_decided_before_a_consent_or_cluster_change_is_decided_again_by_the_writer() {
-        use mpi_core::consent::{Consent, ConsentGrant, ConsentId, Revocation};
+        use mpi_core::consent::Revocation;
         use mpi_core::ids::FacilityCode;
         use mpi_core::location::{Location, LocationId, RecordKind, RecordReference};
         use mpi_core::store::{Attribution, MergeId, MergeRequest};
@@ -1569,21 +1575,7 @@ mod tests {
             })
             .collect();
         store.upsert_qualifications(&entries).unwrap();
-        let participation = |n: u8| {
-            (
-                subject(n),
-                Consent {
-                    id: ConsentId::random(),
-                    grant: ConsentGrant::Participation { network },
-                    valid_from: day,
-                    valid_until: None,
-                    evidence: "form".into(),
-                    recorded_by: "operator:ops".into(),
-                    recorded_at_micros: 0,
-                    revocation: None,
-                },
-            )
-        };
+        let participation = |n: u8| participation_of(n, network, day);
         let location = |n: u8| SubjectLocation {
             subject: subject(n),
             location: Location {
@@ -1683,7 +1675,6 @@ mod tests {
         chrono::NaiveDate,
         impl Fn(u8) -> SubjectLocation,
     ) {
-        use mpi_core::consent::{Consent, ConsentGrant, ConsentId};
         use mpi_core::ids::FacilityCode;
         use mpi_core::location::{Location, LocationId, RecordKind, RecordReference};
         let (store, dir) = fresh();
@@ -1691,21 +1682,7 @@ mod tests {
         let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
         let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
         let consents: Vec<_> = (1..=3u8)
-            .map(|n| {
-                (
-                    IdentifierKey([n; 32]),
-                    Consent {
-                        id: ConsentId::random(),
-                        grant: ConsentGrant::Participation { network },
-                        valid_from: day,
-                        valid_until: None,
-                        evidence: "form".into(),
-                        recorded_by: "operator:ops".into(),
-                        recorded_at_micros: 0,
-                        revocation: None,
-                    },
-                )
-            })
+            .map(|n| participation_of(n, network, day))
             .collect();
         store.record_consents(&consents).unwrap();
         let location = move |n: u8| SubjectLocation {
@@ -1807,23 +1784,11 @@ mod tests {
         };
         {
             let store = RedbStore::open(&path).unwrap();
-            let participation = |n: u8| {
-                (
-                    IdentifierKey([n; 32]),
-                    mpi_core::consent::Consent {
-                        id: mpi_core::consent::ConsentId::random(),
-                        grant: mpi_core::consent::ConsentGrant::Participation { network },
-                        valid_from: today,
-                        valid_until: None,
-                        evidence: "form".into(),
-                        recorded_by: "operator:ops".into(),
-                        recorded_at_micros: 0,
-                        revocation: None,
-                    },
-                )
-            };
             store
-                .record_consents(&[participation(1), participation(2)])
+                .record_consents(&[
+                    participation_of(1, network, today),
+                    participation_of(2, network, today),
+                ])
                 .unwrap();
             assert_eq!(
                 store
