@@ -172,10 +172,7 @@ impl Drop for DisclosureIndex {
 }
 
 fn folded_to(meta: &impl ReadableTable<&'static str, u64>) -> StoreResult<u64> {
-    Ok(meta
-        .get("folded_to")
-        .map_err(engine)?
-        .map_or(0, |value| value.value()))
+    crate::counter(meta, "folded_to")
 }
 
 /// Folds up to [`FOLD_ROWS`] unfolded rows into the index in one transaction, in key order.

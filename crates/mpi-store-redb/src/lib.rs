@@ -110,11 +110,16 @@ fn id_of(key: &[u8]) -> [u8; location::codec::ID_KEY_LEN] {
 /// The META key counting the commits that changed a cluster or its consents.
 const CLUSTER_EPOCH: &str = "cluster_epoch";
 
+/// A counter of a `&str → u64` table of settings (META, the index files' own), 0 if unset.
+pub(crate) fn counter(
+    meta: &impl ReadableTable<&'static str, u64>,
+    name: &str,
+) -> StoreResult<u64> {
+    Ok(meta.get(name).map_err(engine)?.map_or(0, |v| v.value()))
+}
+
 fn cluster_epoch(meta: &impl ReadableTable<&'static str, u64>) -> StoreResult<u64> {
-    Ok(meta
-        .get(CLUSTER_EPOCH)
-        .map_err(engine)?
-        .map_or(0, |v| v.value()))
+    counter(meta, CLUSTER_EPOCH)
 }
 
 /// Every write transaction that can change which references form a cluster, or the consents
@@ -1012,11 +1017,7 @@ impl Store for RedbStore {
             )?;
             bump_cluster_epoch(&txn)?;
             let mut meta = txn.open_table(META).map_err(engine)?;
-            let sequence = meta
-                .get("merge_sequence")
-                .map_err(engine)?
-                .map_or(0, |v| v.value())
-                + 1;
+            let sequence = counter(&meta, "merge_sequence")? + 1;
             meta.insert("merge_sequence", sequence).map_err(engine)?;
             let record = MergeRecord::standing(
                 request,
