@@ -2,10 +2,15 @@
 //! same mutual TLS and stream limits answers every FindLocations with a fixed response (a real
 //! kouiki-mpi answer, captured first, so the same size); kouiki-mpi then answers the same load
 //! for real (consent-filtered, audited). The same client drives both: 4 connections, 64 in
-//! flight. Servers run on a runtime pinned to core 0 (with every thread they start), the client
-//! on a runtime pinned to core 1.
+//! flight. Servers run on a runtime pinned to core 0 (with every thread they start: the audit
+//! writer, the blocking pool), multi-thread with one worker as `kouiki-mpi serve` runs unless
+//! `--one-thread-server` asks for the current-thread scheduler; the client runs on a
+//! current-thread runtime pinned to core 1 (the cheapest tokio client: ~15 % more echo calls per
+//! second than a one-worker multi-thread runtime, docs/benchmarks.md).
 
 use std::sync::Arc;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use mpi_proto::v1 as pb;
@@ -52,12 +57,82 @@ fn pin(core: usize) {
     core_affinity::set_for_current(core_affinity::CoreId { id: core });
 }
 
-fn runtime(core: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_start(move || pin(core))
-        .build()?)
+/// How a pinned runtime schedules its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// Tokio's multi-thread scheduler with one worker, as `kouiki-mpi serve` runs (with one
+    /// worker per core there).
+    MultiThread,
+    /// Tokio's current-thread scheduler, driven by a thread of its own.
+    CurrentThread,
+}
+
+/// A runtime whose threads (and every thread they start) are pinned to one core.
+pub struct Pinned {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Pinned {
+    /// A runtime of `flavour` on `core`.
+    pub fn new(core: usize, flavour: Flavour) -> anyhow::Result<Self> {
+        if flavour == Flavour::MultiThread {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .on_thread_start(move || pin(core))
+                .build()?;
+            return Ok(Self {
+                handle: runtime.handle().clone(),
+                stop: None,
+                thread: None,
+                _runtime: Some(runtime),
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_start(move || pin(core))
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("bench-core-{core}"))
+            .spawn(move || {
+                pin(core);
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Self {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+            _runtime: None,
+        })
+    }
+
+    /// Runs `work` on this runtime and waits for its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            let _ = sender.send(work.await);
+        });
+        Ok(receiver.recv()?)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Starts the echo server on 127.0.0.1:0 with the TLS files `Running::start` wrote.
@@ -92,43 +167,61 @@ async fn start_echo(
 /// The two measurements and kouiki-mpi's ratio to the floor.
 pub fn run(
     data_dir: &std::path::Path,
-    population: &Population,
-    plan: &RecordPlan,
+    population: Arc<Population>,
+    plan: Arc<RecordPlan>,
     duration: Duration,
     connections: usize,
     concurrency: usize,
+    server_flavour: Flavour,
 ) -> anyhow::Result<(Vec<Row>, String)> {
-    let servers = runtime(0)?;
-    let clients = runtime(1)?;
+    let servers = Pinned::new(0, server_flavour)?;
+    let clients = Pinned::new(1, Flavour::CurrentThread)?;
     pin(1);
     let tls = tempfile::tempdir()?;
+    let tls_dir = tls.path().to_path_buf();
     let ca = Arc::new(CertAuthority::generate("mpi-bench CA")?);
-    let server = servers.block_on(Running::start(data_dir, tls.path(), ca.clone(), true))?;
+    let server = {
+        let (data_dir, tls_dir, ca) = (data_dir.to_path_buf(), tls_dir.clone(), ca.clone());
+        servers.run(async move { Running::start(&data_dir, &tls_dir, ca, true).await })??
+    };
+    let server = Arc::new(server);
     // A real answer, to echo: the size of a typical FindLocations response.
-    let answer = clients.block_on(locations::one_answer(&server, population, plan))?;
+    let answer = {
+        let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
+        clients.run(async move { locations::one_answer(&server, &population, &plan).await })??
+    };
     let size = prost::Message::encoded_len(&answer);
-    let (echo_address, stop_echo) = servers.block_on(start_echo(tls.path(), answer))?;
+    let (echo_address, stop_echo) = {
+        let tls_dir = tls_dir.clone();
+        servers.run(async move { start_echo(&tls_dir, answer).await })??
+    };
     let echo = locations::Target::new(echo_address, ca);
-    let floor = clients.block_on(locations::find(
-        &echo,
-        population,
-        plan,
-        duration,
-        connections,
-        concurrency,
+    let measure = |target: locations::Target, label: &'static str| {
+        let (population, plan) = (population.clone(), plan.clone());
+        clients.run(async move {
+            locations::find(
+                &target,
+                &population,
+                &plan,
+                duration,
+                connections,
+                concurrency,
+                label,
+            )
+            .await
+        })
+    };
+    let floor = measure(
+        echo,
         "Echo floor: bare tonic, same mTLS, fixed FindLocations answer (server on core 0)",
-    ))?;
+    )??;
     let _ = stop_echo.send(());
-    let real = clients.block_on(locations::find(
-        server.target(),
-        population,
-        plan,
-        duration,
-        connections,
-        concurrency,
+    let real = measure(
+        server.target().clone(),
         "FindLocations (mTLS, consent-filtered, audited; server on core 0)",
-    ))?;
-    servers.block_on(server.stop())?;
+    )??;
+    let server = Arc::into_inner(server).context("the server is still in use")?;
+    servers.run(async move { server.stop().await })??;
     let rate = |row: &Row| row.operations as f64 / row.seconds;
     let summary = format!(
         "FindLocations / echo floor: {:.0} / {:.0} = {:.2} (answers of {size} bytes; client on core 1)",

@@ -319,7 +319,7 @@ pub async fn register(
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Latency {
     /// Median.
     pub p50: u64,
@@ -467,6 +467,87 @@ pub async fn find(
         seconds,
         note: format!(
             "{connections} connections, {concurrency} in flight, {:.1} locations per answer",
+            disclosed as f64 / operations.max(1) as f64
+        ),
+        latency: Some(percentiles(latencies)),
+    })
+}
+
+/// FindLocations as in [`find`], but open loop: `rate` calls per second sent on schedule
+/// (every millisecond, whatever the answers take), each timed from its scheduled send, for
+/// `duration`. A call that would make more than 2,048 wait is not sent and fails the run, as
+/// does any error: at a rate the service sustains there are none.
+pub async fn paced_find(
+    server: &Target,
+    population: &Population,
+    plan: &RecordPlan,
+    rate: f64,
+    duration: Duration,
+    connections: usize,
+    label: &'static str,
+) -> anyhow::Result<Row> {
+    const CAP: u32 = 2048;
+    let patients = Arc::new(disclosing_patients(population, plan));
+    anyhow::ensure!(!patients.is_empty(), "no consenting persons to ask for");
+    let doctor = outside_clinician()?;
+    let mut clients = Vec::new();
+    for _ in 0..connections.max(1) {
+        clients.push(pb::record_locator_client::RecordLocatorClient::new(
+            server.channel(&doctor).await?,
+        ));
+    }
+    let slots = Arc::new(tokio::sync::Semaphore::new(CAP as usize));
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let tick = Duration::from_millis(1);
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let (mut owed, mut sent, mut refused) = (0.0f64, 0u64, 0u64);
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        ticker.tick().await;
+        owed += rate * tick.as_secs_f64();
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                refused += 1;
+                continue;
+            };
+            let mut client = clients[sent as usize % clients.len()].clone();
+            let patient = patients[(sent as usize).wrapping_mul(7919) % patients.len()].clone();
+            let (sender, scheduled) = (sender.clone(), Instant::now());
+            sent += 1;
+            tokio::spawn(async move {
+                let answer = client.find_locations(treatment(patient)).await;
+                let micros = scheduled.elapsed().as_micros() as u64;
+                let _ = sender.send(answer.map(|a| (micros, a.into_inner().locations.len())));
+                drop(permit);
+            });
+        }
+    }
+    let _ = slots.acquire_many(CAP).await?;
+    drop(sender);
+    let seconds = started.elapsed().as_secs_f64();
+    let (mut latencies, mut disclosed, mut failed) = (Vec::new(), 0u64, 0u64);
+    while let Some(outcome) = receiver.recv().await {
+        match outcome {
+            Ok((micros, found)) => {
+                latencies.push(micros);
+                disclosed += found as u64;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    anyhow::ensure!(
+        refused == 0 && failed == 0,
+        "{label}: {refused} calls not sent (2,048 waiting) and {failed} failed at {rate:.0}/s"
+    );
+    let operations = latencies.len() as u64;
+    Ok(Row {
+        name: label,
+        operations,
+        seconds,
+        note: format!(
+            "open loop at {rate:.0}/s, {connections} connections, {:.1} locations per answer",
             disclosed as f64 / operations.max(1) as f64
         ),
         latency: Some(percentiles(latencies)),

@@ -15,6 +15,7 @@
 
 mod floor;
 mod locations;
+mod scale;
 mod soak;
 
 use std::sync::Arc;
@@ -66,6 +67,10 @@ struct Cli {
     /// `locations`: RegisterLocations batches in flight per network.
     #[arg(long, default_value_t = 8, global = true)]
     register_in_flight: usize,
+    /// `floor`, `scale`: run the server on tokio's current-thread scheduler (default: the
+    /// multi-thread scheduler with one worker, as `kouiki-mpi serve` runs).
+    #[arg(long, global = true)]
+    one_thread_server: bool,
     /// `locations`: rounds of (audit on, audit off) FindLocations measurements.
     #[arg(long, default_value_t = 2, global = true)]
     rounds: usize,
@@ -88,6 +93,17 @@ enum Command {
     /// FindLocations against a bare tonic echo server with the same TLS, in one run, servers
     /// pinned to core 0 and the client to core 1 (after an import and registration).
     Floor,
+    /// The scale curve: import, registration, FindLocations (at its maximum and at half of it)
+    /// and the mixed load's maximum at each population size, server pinned to core 0 and
+    /// client to core 1; bytes per location and resident memory. `--persons` is not used.
+    Scale {
+        /// Population sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+        sizes: Vec<usize>,
+        /// Where to write a PNG plot of throughput and p99 against population size.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
+    },
     /// Mixed load at a fraction of its maximum for a bounded time: errors, p99 and resident
     /// memory over time (after an import and registration).
     Soak {
@@ -112,6 +128,14 @@ struct Row {
     seconds: f64,
     note: String,
     latency: Option<locations::Latency>,
+}
+
+fn server_flavour(cli: &Cli) -> floor::Flavour {
+    if cli.one_thread_server {
+        floor::Flavour::CurrentThread
+    } else {
+        floor::Flavour::MultiThread
+    }
 }
 
 fn horizon() -> NaiveDate {
@@ -301,6 +325,31 @@ fn main() -> anyhow::Result<()> {
     if matches!(cli.command, Command::AuditCommit) {
         return audit_commit();
     }
+    if let Command::Scale { sizes, plot } = &cli.command {
+        let settings = scale::Settings {
+            seed: cli.seed,
+            batch: cli.batch,
+            networks: cli.networks,
+            events: cli.events,
+            register_in_flight: cli.register_in_flight,
+            seconds: cli.seconds,
+            flavour: server_flavour(&cli),
+        };
+        let mut points = Vec::new();
+        for &persons in sizes {
+            points.push(scale::measure(persons, &settings)?);
+        }
+        scale::print(&points);
+        if let Some(path) = plot {
+            let caption = format!(
+                "kouiki-mpi scale curve ({} cores, server pinned to core 0, client to core 1)",
+                std::thread::available_parallelism().map_or(0, usize::from)
+            );
+            scale::plot(&points, path, &caption)?;
+            println!("plot written to {}", path.display());
+        }
+        return Ok(());
+    }
     let started = Instant::now();
     let population = mpi_synth::generate(&mpi_synth::Config {
         persons: cli.persons,
@@ -336,11 +385,12 @@ fn main() -> anyhow::Result<()> {
         drop(runtime);
         let (measured, summary) = floor::run(
             &data_dir,
-            &population,
-            &plan,
+            Arc::new(population),
+            Arc::new(plan),
             std::time::Duration::from_secs(cli.seconds.max(1)),
             cli.connections,
             cli.concurrency,
+            server_flavour(&cli),
         )?;
         rows.extend(measured);
         print_rows(&rows);

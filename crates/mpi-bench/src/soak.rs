@@ -34,7 +34,7 @@ use crate::locations::{
 const IN_FLIGHT_CAP: usize = 2048;
 
 /// What one operation needs: channels and the patients to name.
-struct Mix {
+pub(crate) struct Mix {
     finder: Vec<Channel>,
     network: Channel,
     /// Persons who consented to disclosure, by today's card.
@@ -51,7 +51,7 @@ struct Mix {
 }
 
 impl Mix {
-    async fn prepare(
+    pub(crate) async fn prepare(
         server: &Running,
         population: &Population,
         plan: &RecordPlan,
@@ -219,7 +219,7 @@ impl Window {
     }
 }
 
-fn resident_mib() -> f64 {
+pub(crate) fn resident_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -239,7 +239,7 @@ fn resident_mib() -> f64 {
 
 /// The mixed load's maximum: 64 workers, each sending its next operation when the last is
 /// answered, for `duration`. Operations per second.
-async fn maximum(mix: &Arc<Mix>, duration: Duration) -> anyhow::Result<f64> {
+pub(crate) async fn maximum(mix: &Arc<Mix>, duration: Duration) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..64 {

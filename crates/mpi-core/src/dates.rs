@@ -1,6 +1,6 @@
 //! Calendar dates as the API writes them ("YYYY-MM-DD") and "today" in Japan.
 
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Datelike, Duration, NaiveDate, Utc};
 
 /// Earliest date accepted anywhere (birth dates of the oldest insured people included).
 pub const MIN_DATE: NaiveDate = match NaiveDate::from_ymd_opt(1870, 1, 1) {
@@ -54,6 +54,36 @@ pub fn parse_date(input: &str) -> Result<NaiveDate, DateError> {
     Ok(date)
 }
 
+/// Writes `date` as `YYYY-MM-DD`, the form [`parse_date`] reads. Every answer carries a few of
+/// these; chrono's `format` parses its pattern on every call and cost a tenth of a
+/// FindLocations' CPU, so the digits are written directly. Years outside 0..=9999 (never
+/// stored: every accepted date is within [`MIN_DATE`]..=[`MAX_DATE`]) fall back to chrono.
+pub fn format_date(date: NaiveDate) -> String {
+    let year = date.year();
+    let Ok(year) = u32::try_from(year) else {
+        return date.format("%Y-%m-%d").to_string();
+    };
+    if year > 9999 {
+        return date.format("%Y-%m-%d").to_string();
+    }
+    let digit = |value: u32| char::from(b'0' + (value % 10) as u8);
+    let (month, day) = (date.month(), date.day());
+    [
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        '-',
+        digit(month / 10),
+        digit(month),
+        '-',
+        digit(day / 10),
+        digit(day),
+    ]
+    .into_iter()
+    .collect()
+}
+
 /// Parses an optional date: the empty string is `None`.
 pub fn parse_optional_date(input: &str) -> Result<Option<NaiveDate>, DateError> {
     if input.is_empty() {
@@ -92,6 +122,12 @@ mod tests {
             let date = MIN_DATE + Duration::days(days);
             prop_assume!(date <= MAX_DATE);
             prop_assert_eq!(parse_date(&date.format("%Y-%m-%d").to_string()).unwrap(), date);
+        }
+
+        #[test]
+        fn format_date_writes_what_chrono_writes(days in -800_000i64..4_000_000) {
+            let date = NaiveDate::from_ymd_opt(1, 1, 1).unwrap() + Duration::days(days);
+            prop_assert_eq!(format_date(date), date.format("%Y-%m-%d").to_string());
         }
 
         #[test]

@@ -834,7 +834,7 @@ pub fn access_disclosure_request(
 
 /// A date on the wire.
 pub fn wire_date(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    mpi_core::dates::format_date(date)
 }
 
 /// A stored location on the wire.

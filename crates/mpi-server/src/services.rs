@@ -145,8 +145,13 @@ impl Ctx {
                 Ok(()) => {
                     let mpi = self.mpi.clone();
                     let message = request.into_inner();
-                    let caller = principal.clone();
-                    blocking_noted(move || work(&mpi, &caller, message)).await
+                    if served_on_the_reactor(operation) {
+                        let (result, note) = work(&mpi, &principal, message);
+                        (result.map_err(to_status), note)
+                    } else {
+                        let caller = principal.clone();
+                        blocking_noted(move || work(&mpi, &caller, message)).await
+                    }
                 }
             };
             self.audited(operation, &principal, decided, note).await
@@ -162,6 +167,18 @@ impl Ctx {
         self.finish(operation, started, &result);
         result.map(Response::new)
     }
+}
+
+/// Whether `operation` runs on the reactor thread instead of a blocking thread: the bounded
+/// reads of one person (a few B-tree look-ups, mostly in the store's page cache, tens of microseconds).
+/// Handing them to the blocking pool cost more than the work: with 64 calls in flight it ran
+/// 64 threads, and every call paid two thread wake-ups (docs/benchmarks.md, "the floor").
+/// Writes, scans and anything whose size the caller chooses stay on blocking threads.
+fn served_on_the_reactor(operation: Operation) -> bool {
+    matches!(
+        operation,
+        Operation::FindLocations | Operation::CrossReference | Operation::AreSamePerson
+    )
 }
 
 async fn blocking<T: Send + 'static>(

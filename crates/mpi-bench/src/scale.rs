@@ -1,0 +1,374 @@
+//! `scale`: the scale curve. For each population size, on a fresh data directory: the
+//! population's ImportQualifications and RegisterLocations (both durable, as in `locations`),
+//! then, with the server pinned to core 0 and the client to core 1 as in `floor`:
+//! FindLocations as fast as 64 calls in flight go, FindLocations open loop at half that rate
+//! (its p99 is the latency target), and the mixed load's maximum (90 % finds, 9 %
+//! registrations, 1 % consent changes). Bytes of store pages and of files per location, and the
+//! resident memory the server run added, are reported per size. A PNG plot of throughput and
+//! p99 against population size is written when asked for.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mpi_store_redb::RedbStore;
+use plotters::prelude::*;
+
+use crate::floor::{Flavour, Pinned};
+use crate::locations::{self, Running};
+use crate::{Row, soak};
+
+/// What one population size measured.
+pub struct Point {
+    /// Persons in the population.
+    pub persons: usize,
+    /// Locations stored.
+    pub locations: u64,
+    /// ImportQualifications records per second.
+    pub import: f64,
+    /// RegisterLocations locations per second.
+    pub register: f64,
+    /// FindLocations at its maximum (64 in flight).
+    pub find: Row,
+    /// FindLocations open loop at half of `find`'s rate.
+    pub half: Row,
+    /// The mixed load's maximum, operations per second.
+    pub mixed: f64,
+    /// Store pages added by registration, per stored location.
+    pub page_bytes_per_location: f64,
+    /// Size of the store files (main and location index) per stored location.
+    pub file_bytes_per_location: f64,
+    /// Resident memory the pinned server run added, MiB.
+    pub server_mib: f64,
+}
+
+fn rate(row: &Row) -> f64 {
+    row.operations as f64 / row.seconds.max(f64::EPSILON)
+}
+
+/// Settings of the curve.
+pub struct Settings {
+    /// Seed of every population.
+    pub seed: u64,
+    /// Records per ImportQualifications message.
+    pub batch: usize,
+    /// Record networks and events per person of the plan.
+    pub networks: usize,
+    /// Record events per person on average.
+    pub events: usize,
+    /// RegisterLocations batches in flight per network.
+    pub register_in_flight: usize,
+    /// Seconds of each measurement (after as long a warm-up).
+    pub seconds: u64,
+    /// How the pinned server schedules its tasks.
+    pub flavour: Flavour,
+}
+
+/// Measures one population size.
+pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
+    let started = std::time::Instant::now();
+    let population = mpi_synth::generate(&mpi_synth::Config {
+        persons,
+        seed: settings.seed,
+        until: crate::horizon(),
+    });
+    let plan = mpi_synth::records::plan_records(
+        &population,
+        settings.networks,
+        settings.events,
+        settings.seed,
+    );
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("data");
+    let tls = tempfile::tempdir()?;
+    let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let import = runtime.block_on(crate::import(&population, &data_dir, settings.batch))?;
+    locations::load_consents(&population, &plan, &data_dir)?;
+    let main_file = data_dir.join("mpi.redb");
+    let allocated = || -> anyhow::Result<u64> { Ok(RedbStore::open(&main_file)?.allocated_bytes()?) };
+    let before = allocated()?;
+    let register = runtime.block_on(async {
+        let server = Running::start(&data_dir, tls.path(), ca.clone(), true).await?;
+        let register =
+            locations::register(&server, &population, &plan, settings.register_in_flight).await?;
+        server.stop().await?;
+        anyhow::Ok(register)
+    })?;
+    drop(runtime);
+    let after = allocated()?;
+    let stored = register.operations.max(1);
+    let files: u64 = ["mpi.redb", "location-index.redb"]
+        .iter()
+        .map(|name| std::fs::metadata(data_dir.join(name)).map_or(0, |m| m.len()))
+        .sum();
+    eprintln!(
+        "scale {persons}: {} records imported, {stored} locations registered ({:.0} s so far)",
+        import.operations,
+        started.elapsed().as_secs_f64()
+    );
+
+    let (population, plan) = (Arc::new(population), Arc::new(plan));
+    let servers = Pinned::new(0, settings.flavour)?;
+    let clients = Pinned::new(1, Flavour::CurrentThread)?;
+    let resident_before = soak::resident_mib();
+    let server = {
+        let (data_dir, tls_dir, ca) = (data_dir.clone(), tls.path().to_path_buf(), ca.clone());
+        Arc::new(servers.run(async move { Running::start(&data_dir, &tls_dir, ca, true).await })??)
+    };
+    let duration = Duration::from_secs(settings.seconds.max(1));
+    let find = |label: &'static str| {
+        let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
+        clients.run(async move {
+            locations::find(
+                server.target(),
+                &population,
+                &plan,
+                duration,
+                4,
+                64,
+                label,
+            )
+            .await
+        })
+    };
+    // The first pass warms the store's page cache; the second is the measurement.
+    find("warm-up")??;
+    let at_max = find("FindLocations, 64 in flight")??;
+    let half = {
+        let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
+        let target = rate(&at_max) / 2.0;
+        clients.run(async move {
+            locations::paced_find(
+                server.target(),
+                &population,
+                &plan,
+                target,
+                duration,
+                4,
+                "FindLocations at half the maximum",
+            )
+            .await
+        })??
+    };
+    let mixed = {
+        let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
+        clients.run(async move {
+            let mix = Arc::new(soak::Mix::prepare(&server, &population, &plan).await?);
+            soak::maximum(&mix, duration).await
+        })??
+    };
+    let server_mib = soak::resident_mib() - resident_before;
+    let server = Arc::into_inner(server).ok_or_else(|| anyhow::anyhow!("server still in use"))?;
+    servers.run(async move { server.stop().await })??;
+    eprintln!(
+        "scale {persons}: measured in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Point {
+        persons,
+        locations: stored,
+        import: rate(&import),
+        register: rate(&register),
+        find: at_max,
+        half,
+        mixed,
+        page_bytes_per_location: after.saturating_sub(before) as f64 / stored as f64,
+        file_bytes_per_location: files as f64 / stored as f64,
+        server_mib,
+    })
+}
+
+/// Prints the curve as a Markdown table.
+pub fn print(points: &[Point]) {
+    println!(
+        "| persons | locations | import records/s | register locations/s | find/s (64 in flight) | find p50 / p99 ms | find at half max: p50 / p99 / p99.9 ms | mixed ops/s | page bytes per location | file bytes per location | server resident MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    for p in points {
+        let (f, h) = (
+            p.find.latency.unwrap_or_default(),
+            p.half.latency.unwrap_or_default(),
+        );
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} (at {:.0}/s) | {:.0} | {:.0} | {:.0} | {:.0} |",
+            p.persons,
+            p.locations,
+            p.import,
+            p.register,
+            rate(&p.find),
+            ms(f.p50),
+            ms(f.p99),
+            ms(h.p50),
+            ms(h.p99),
+            ms(h.p999),
+            rate(&p.half),
+            p.mixed,
+            p.page_bytes_per_location,
+            p.file_bytes_per_location,
+            p.server_mib
+        );
+    }
+    if let (Some(first), Some(last)) = (points.first(), points.last())
+        && points.len() > 1
+    {
+        println!(
+            "\nFindLocations at {} persons / at {} persons: {:.0} / {:.0} = {:.2}",
+            last.persons,
+            first.persons,
+            rate(&last.find),
+            rate(&first.find),
+            rate(&last.find) / rate(&first.find).max(1.0)
+        );
+    }
+}
+
+/// 100000 as "100k", 1000000 as "1M".
+fn persons_label(x: &f64) -> String {
+    match *x {
+        x if x >= 1e6 => format!("{}M", (x / 1e6 * 10.0).round() / 10.0),
+        x if x >= 1e3 => format!("{}k", (x / 1e3).round()),
+        x => format!("{x:.0}"),
+    }
+}
+
+/// A sans-serif font of the system for the plot's text (plotters draws no text without one).
+const FONTS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+fn register_font() -> anyhow::Result<()> {
+    let path = FONTS
+        .iter()
+        .find(|path| Path::new(path).exists())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no DejaVu Sans font for the plot (looked for {}); install fonts-dejavu-core",
+                FONTS.join(", ")
+            )
+        })?;
+    let bytes: &'static [u8] = Box::leak(std::fs::read(path)?.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow::anyhow!("{path} is not a font plotters can read"))?;
+    Ok(())
+}
+
+/// Writes a PNG of throughput (left) and p99 (right) against population size to `path`.
+pub fn plot(points: &[Point], path: &Path, caption: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(!points.is_empty(), "nothing to plot");
+    register_font()?;
+    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(caption, ("sans-serif", 22))?;
+    let (left, right) = root.split_horizontally(700);
+    let persons = |p: &Point| p.persons as f64;
+    let x_range = {
+        let low = points.iter().map(persons).fold(f64::MAX, f64::min);
+        let high = points.iter().map(persons).fold(0.0, f64::max);
+        (low / 2.0)..(high * 2.0)
+    };
+
+    let series: [(&str, RGBColor, Box<dyn Fn(&Point) -> f64>); 3] = [
+        ("FindLocations, 64 in flight", BLUE, Box::new(|p| rate(&p.find))),
+        ("mixed load (90/9/1)", RED, Box::new(|p| p.mixed)),
+        (
+            "RegisterLocations (locations/s / 10)",
+            GREEN,
+            Box::new(|p| p.register / 10.0),
+        ),
+    ];
+    let y_max = points
+        .iter()
+        .flat_map(|p| series.iter().map(move |(_, _, y)| y(p)))
+        .fold(0.0, f64::max)
+        * 1.2;
+    let mut chart = ChartBuilder::on(&left)
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .caption("throughput per second", ("sans-serif", 18))
+        .build_cartesian_2d(x_range.clone().log_scale(), 0.0..y_max.max(1.0))?;
+    chart
+        .configure_mesh()
+        .x_desc("persons (log scale)")
+        .y_desc("per second")
+        .x_labels(4)
+        .x_label_formatter(&persons_label)
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .light_line_style(WHITE)
+        .draw()?;
+    for (name, color, y) in &series {
+        let line: Vec<(f64, f64)> = points.iter().map(|p| (persons(p), y(p))).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(line.into_iter().map(|at| Circle::new(at, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerLeft)
+        .draw()?;
+
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let latencies: [(&str, RGBColor, Box<dyn Fn(&Point) -> f64>); 2] = [
+        (
+            "FindLocations p99, 64 in flight",
+            BLUE,
+            Box::new(move |p| ms(p.find.latency.unwrap_or_default().p99)),
+        ),
+        (
+            "FindLocations p99 at half the maximum",
+            MAGENTA,
+            Box::new(move |p| ms(p.half.latency.unwrap_or_default().p99)),
+        ),
+    ];
+    let y_max = points
+        .iter()
+        .flat_map(|p| latencies.iter().map(move |(_, _, y)| y(p)))
+        .fold(2.0, f64::max)
+        * 1.2;
+    let mut chart = ChartBuilder::on(&right)
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .caption("p99 latency (ms); target at half the maximum: 2 ms", ("sans-serif", 18))
+        .build_cartesian_2d(x_range.clone().log_scale(), 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("persons (log scale)")
+        .y_desc("ms")
+        .x_labels(4)
+        .x_label_formatter(&persons_label)
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .light_line_style(WHITE)
+        .draw()?;
+    for (name, color, y) in &latencies {
+        let line: Vec<(f64, f64)> = points.iter().map(|p| (persons(p), y(p))).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(line.into_iter().map(|at| Circle::new(at, 4, color.filled())))?;
+    }
+    let target = vec![(x_range.start, 2.0), (x_range.end, 2.0)];
+    chart
+        .draw_series(LineSeries::new(target, BLACK.stroke_width(1)))?
+        .label("2 ms")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
