@@ -13,6 +13,11 @@
 //!
 //! Run with `cargo run --release -p mpi-bench -- all --persons 100000`.
 
+/// The allocator `kouiki-mpi serve` runs with (see its `main.rs`), so that the server measured
+/// here allocates as the real one does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod floor;
 mod locations;
 mod scale;

@@ -88,7 +88,8 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     let import = runtime.block_on(crate::import(&population, &data_dir, settings.batch))?;
     locations::load_consents(&population, &plan, &data_dir)?;
     let main_file = data_dir.join("mpi.redb");
-    let allocated = || -> anyhow::Result<u64> { Ok(RedbStore::open(&main_file)?.allocated_bytes()?) };
+    let allocated =
+        || -> anyhow::Result<u64> { Ok(RedbStore::open(&main_file)?.allocated_bytes()?) };
     let before = allocated()?;
     let register = runtime.block_on(async {
         let server = Running::start(&data_dir, tls.path(), ca.clone(), true).await?;
@@ -122,16 +123,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     let find = |label: &'static str| {
         let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
         clients.run(async move {
-            locations::find(
-                server.target(),
-                &population,
-                &plan,
-                duration,
-                4,
-                64,
-                label,
-            )
-            .await
+            locations::find(server.target(), &population, &plan, duration, 4, 64, label).await
         })
     };
     // The first pass warms the store's page cache; the second is the measurement.
@@ -274,7 +266,11 @@ pub fn plot(points: &[Point], path: &Path, caption: &str) -> anyhow::Result<()> 
     };
 
     let series: [(&str, RGBColor, Box<dyn Fn(&Point) -> f64>); 3] = [
-        ("FindLocations, 64 in flight", BLUE, Box::new(|p| rate(&p.find))),
+        (
+            "FindLocations, 64 in flight",
+            BLUE,
+            Box::new(|p| rate(&p.find)),
+        ),
         ("mixed load (90/9/1)", RED, Box::new(|p| p.mixed)),
         (
             "RegisterLocations (locations/s / 10)",
@@ -307,8 +303,13 @@ pub fn plot(points: &[Point], path: &Path, caption: &str) -> anyhow::Result<()> 
         chart
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(line.into_iter().map(|at| Circle::new(at, 4, color.filled())))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            line.into_iter()
+                .map(|at| Circle::new(at, 4, color.filled())),
+        )?;
     }
     chart
         .configure_series_labels()
@@ -339,7 +340,10 @@ pub fn plot(points: &[Point], path: &Path, caption: &str) -> anyhow::Result<()> 
         .margin(20)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .caption("p99 latency (ms); target at half the maximum: 2 ms", ("sans-serif", 18))
+        .caption(
+            "p99 latency (ms); target at half the maximum: 2 ms",
+            ("sans-serif", 18),
+        )
         .build_cartesian_2d(x_range.clone().log_scale(), 0.0..y_max)?;
     chart
         .configure_mesh()
@@ -355,8 +359,13 @@ pub fn plot(points: &[Point], path: &Path, caption: &str) -> anyhow::Result<()> 
         chart
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(line.into_iter().map(|at| Circle::new(at, 4, color.filled())))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            line.into_iter()
+                .map(|at| Circle::new(at, 4, color.filled())),
+        )?;
     }
     let target = vec![(x_range.start, 2.0), (x_range.end, 2.0)];
     chart

@@ -190,10 +190,80 @@ fn migrate_location_index(db: &Database, index_db: &Database) -> StoreResult<()>
     write
         .open_table(META)
         .map_err(engine)?
-        .insert("schema_version", SCHEMA_VERSION)
+        .insert("schema_version", 2)
         .map_err(engine)?;
     write.commit().map_err(engine)?;
     tracing::info!("moved the location index into location-index.redb (schema version 2)");
+    Ok(())
+}
+
+/// Builds version 3's `subject_consents_v3` (each subject's consents in full) from `consents`
+/// in batches, then drops version 2's ID-only index and records version 3. Copying is
+/// idempotent, so a crash part-way only repeats it at the next open.
+fn migrate_subject_consents(db: &Database) -> StoreResult<()> {
+    let txn = db.begin_read().map_err(engine)?;
+    let version = txn
+        .open_table(META)
+        .map_err(engine)?
+        .get("schema_version")
+        .map_err(engine)?
+        .map(|v| v.value());
+    if version != Some(2) {
+        return Ok(());
+    }
+    let consents = txn.open_table(CONSENTS).map_err(engine)?;
+    let mut after: Option<Vec<u8>> = None;
+    let mut copied = 0usize;
+    loop {
+        let range = match &after {
+            Some(key) => consents.range::<&[u8]>((
+                std::ops::Bound::Excluded(key.as_slice()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => consents.range::<&[u8]>(..),
+        }
+        .map_err(engine)?;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = range
+            .take(MIGRATE_ROWS)
+            .map(|item| {
+                let (id, value) = item.map_err(engine)?;
+                let (subject, consent) = decode_consent(id.value(), value.value())?;
+                Ok((
+                    pair_key(&subject.0, &consent.id.0),
+                    subject_consent_value(&consent),
+                ))
+            })
+            .collect::<StoreResult<_>>()?;
+        let Some((last, _)) = rows.last() else {
+            break;
+        };
+        after = Some(last[32..].to_vec());
+        let write = db.begin_write().map_err(engine)?;
+        {
+            let mut index = write.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            for (key, value) in &rows {
+                index
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(engine)?;
+            }
+        }
+        write.commit().map_err(engine)?;
+        copied += rows.len();
+    }
+    drop(consents);
+    drop(txn);
+    let write = db.begin_write().map_err(engine)?;
+    write.delete_table(SUBJECT_CONSENT_IDS).map_err(engine)?;
+    write
+        .open_table(META)
+        .map_err(engine)?
+        .insert("schema_version", SCHEMA_VERSION)
+        .map_err(engine)?;
+    write.commit().map_err(engine)?;
+    tracing::info!(
+        consents = copied,
+        "indexed each subject's consents in full (schema version 3)"
+    );
     Ok(())
 }
 
@@ -202,8 +272,7 @@ fn migrate_location_index(db: &Database, index_db: &Database) -> StoreResult<()>
 fn participation_gate(
     persons: &impl ReadableTable<Bytes, Bytes>,
     members: &impl ReadableTable<Bytes, ()>,
-    consents: &impl ReadableTable<Bytes, Bytes>,
-    subject_consents: &impl ReadableTable<Bytes, u8>,
+    subject_consents: &impl ReadableTable<Bytes, Bytes>,
     subjects: impl Iterator<Item = IdentifierKey>,
     network: NetworkId,
     today: NaiveDate,
@@ -214,8 +283,7 @@ fn participation_gate(
             if let Some(allowed) = decided.get(&subject) {
                 return Ok(*allowed);
             }
-            let (_, found) =
-                cluster_consents(persons, members, consents, subject_consents, subject)?;
+            let (_, found) = cluster_consents(persons, members, subject_consents, subject)?;
             let allowed = consent::participation(&found, network, today).is_some();
             decided.insert(subject, allowed);
             Ok(allowed)
@@ -252,9 +320,14 @@ const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_hea
 const LOCATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locations");
 const LOCATION_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("location_index");
 const CONSENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("consents");
-/// The value is 1 once the consent is revoked, so reads for the disclosure rule skip revoked
-/// consents without decoding them.
-const SUBJECT_CONSENTS: TableDefinition<&[u8], u8> = TableDefinition::new("subject_consents");
+/// A subject's consents, keyed by (subject, consent ID): one range read gives every consent of
+/// a subject, where looking each one up by ID in `consents` cost a random B-tree walk apiece
+/// (the largest single cost of a FindLocations, docs/benchmarks.md). The value is a flag, 1
+/// once the consent is revoked (so reads for the disclosure rule skip revoked consents without
+/// decoding them), then the consent as `consents` stores it. Schema version 3.
+const SUBJECT_CONSENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("subject_consents_v3");
+/// Version 2's index of a subject's consents: (subject, consent ID) to the revoked flag alone.
+const SUBJECT_CONSENT_IDS: TableDefinition<&[u8], u8> = TableDefinition::new("subject_consents");
 const LINKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("links");
 const SUBJECT_LINKS: TableDefinition<&[u8], ()> = TableDefinition::new("subject_links");
 
@@ -335,31 +408,37 @@ fn consent_value(subject: IdentifierKey, consent: &Consent) -> Vec<u8> {
     value
 }
 
+fn subject_consent_value(consent: &Consent) -> Vec<u8> {
+    let mut value = vec![u8::from(consent.revocation.is_some())];
+    value.extend_from_slice(&consent::codec::value(consent));
+    value
+}
+
 fn consents_of(
-    consents: &impl ReadableTable<Bytes, Bytes>,
-    subject_consents: &impl ReadableTable<Bytes, u8>,
+    subject_consents: &impl ReadableTable<Bytes, Bytes>,
     refs: &[IdentifierKey],
     history: ConsentHistory,
 ) -> StoreResult<Vec<Consent>> {
     let mut found = Vec::new();
     for subject in refs {
         let (from, to) = prefix_range(&subject.0, 48);
-        let mut ids = Vec::new();
         for item in subject_consents
             .range(from.as_slice()..=to.as_slice())
             .map_err(engine)?
         {
-            let (key, revoked) = item.map_err(engine)?;
-            if history == ConsentHistory::Full || revoked.value() == 0 {
-                ids.push(key.value()[32..].to_vec());
+            let (key, value) = item.map_err(engine)?;
+            let (key, value) = (key.value(), value.value());
+            let Some((&revoked, stored)) = value.split_first() else {
+                return Err(StoreError::Corrupt("subject consent value empty".into()));
+            };
+            if history == ConsentHistory::Full || revoked == 0 {
+                let id = ConsentId(
+                    key[32..]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("consent ID length".into()))?,
+                );
+                found.push(consent::codec::decode(id, stored)?);
             }
-        }
-        for id in ids {
-            let value = consents
-                .get(id.as_slice())
-                .map_err(engine)?
-                .ok_or_else(|| StoreError::Corrupt("consent index names no consent".into()))?;
-            found.push(decode_consent(&id, value.value())?.1);
         }
     }
     found.sort_by_key(|c| (c.recorded_at_micros, c.id));
@@ -371,17 +450,11 @@ fn consents_of(
 fn cluster_consents(
     persons: &impl ReadableTable<Bytes, Bytes>,
     members: &impl ReadableTable<Bytes, ()>,
-    consents: &impl ReadableTable<Bytes, Bytes>,
-    subject_consents: &impl ReadableTable<Bytes, u8>,
+    subject_consents: &impl ReadableTable<Bytes, Bytes>,
     subject: IdentifierKey,
 ) -> StoreResult<(Vec<IdentifierKey>, Vec<Consent>)> {
     let cluster = cluster_of(persons, members, subject)?;
-    let found = consents_of(
-        consents,
-        subject_consents,
-        &cluster,
-        ConsentHistory::Unrevoked,
-    )?;
+    let found = consents_of(subject_consents, &cluster, ConsentHistory::Unrevoked)?;
     Ok((cluster, found))
 }
 
@@ -508,7 +581,7 @@ pub const AUDIT_CACHE_BYTES: usize = 32 << 20;
 pub const AUDIT_INDEX_CACHE_BYTES: usize = 64 << 20;
 
 /// The on-disk layout version this code reads and writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Location index entries copied per transaction when a version 1 file is migrated.
 const MIGRATE_ROWS: usize = 100_000;
@@ -594,8 +667,9 @@ impl RedbStore {
                         .map_err(engine)?;
                 }
                 Some(SCHEMA_VERSION) => {}
-                // Version 1 kept the location index in this file.
-                Some(1) => {}
+                // Version 1 kept the location index in this file; versions 1 and 2 indexed a
+                // subject's consents by ID alone.
+                Some(1 | 2) => {}
                 Some(other) => {
                     return Err(StoreError::Engine(format!(
                         "database schema version {other} is not {SCHEMA_VERSION}"
@@ -605,6 +679,7 @@ impl RedbStore {
         }
         txn.commit().map_err(engine)?;
         migrate_location_index(&db, &index_db)?;
+        migrate_subject_consents(&db)?;
         let audit_db = Arc::new(
             redb::Builder::new()
                 .set_cache_size(AUDIT_CACHE_BYTES)
@@ -656,7 +731,6 @@ impl RedbStore {
         let allowed = participation_gate(
             &txn.open_table(PERSONS).map_err(engine)?,
             &txn.open_table(MEMBERS).map_err(engine)?,
-            &txn.open_table(CONSENTS).map_err(engine)?,
             &txn.open_table(SUBJECT_CONSENTS).map_err(engine)?,
             items.iter().map(|item| item.subject),
             network,
@@ -779,7 +853,6 @@ impl RedbStore {
                     gates.push(std::borrow::Cow::Owned(participation_gate(
                         &txn.open_table(PERSONS).map_err(engine)?,
                         &txn.open_table(MEMBERS).map_err(engine)?,
-                        &txn.open_table(CONSENTS).map_err(engine)?,
                         &txn.open_table(SUBJECT_CONSENTS).map_err(engine)?,
                         request.items.iter().map(|item| item.subject),
                         request.network,
@@ -1225,13 +1298,12 @@ impl Store for RedbStore {
         let txn = self.db.begin_read().map_err(engine)?;
         let members = txn.open_table(MEMBERS).map_err(engine)?;
         let refs = members_of(&members, person)?;
-        let consents = txn.open_table(CONSENTS).map_err(engine)?;
         let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
         let locations = txn.open_table(LOCATIONS).map_err(engine)?;
         let links = txn.open_table(LINKS).map_err(engine)?;
         let subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
         let mut view = PersonView {
-            consents: consents_of(&consents, &subject_consents, &refs, history)?,
+            consents: consents_of(&subject_consents, &refs, history)?,
             ..PersonView::default()
         };
         for reference in &refs {
@@ -1256,7 +1328,10 @@ impl Store for RedbStore {
                     )
                     .map_err(engine)?;
                 subject_consents
-                    .insert(pair_key(&subject.0, &consent.id.0).as_slice(), 0)
+                    .insert(
+                        pair_key(&subject.0, &consent.id.0).as_slice(),
+                        subject_consent_value(consent).as_slice(),
+                    )
                     .map_err(engine)?;
             }
         }
@@ -1310,11 +1385,14 @@ impl Store for RedbStore {
             let members = txn.open_table(MEMBERS).map_err(engine)?;
             let mut subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
             subject_consents
-                .insert(pair_key(&subject.0, &id.0).as_slice(), 1)
+                .insert(
+                    pair_key(&subject.0, &id.0).as_slice(),
+                    subject_consent_value(&revoked).as_slice(),
+                )
                 .map_err(engine)?;
             bump_cluster_epoch(&txn)?;
             let (cluster, after) =
-                cluster_consents(&persons, &members, &consents, &subject_consents, subject)?;
+                cluster_consents(&persons, &members, &subject_consents, subject)?;
             let (mut links_cut, mut locations_deleted) = (0, 0);
             if let Some((network, cut, purge)) = revocation_effects(&after, &revoked, today) {
                 let mut links = txn.open_table(LINKS).map_err(engine)?;
@@ -1368,15 +1446,8 @@ impl Store for RedbStore {
         let outcome = {
             let persons = txn.open_table(PERSONS).map_err(engine)?;
             let members = txn.open_table(MEMBERS).map_err(engine)?;
-            let consents = txn.open_table(CONSENTS).map_err(engine)?;
             let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
-            let (_, found) = cluster_consents(
-                &persons,
-                &members,
-                &consents,
-                &subject_consents,
-                link.subject,
-            )?;
+            let (_, found) = cluster_consents(&persons, &members, &subject_consents, link.subject)?;
             if consent::participation(&found, link.network, today).is_none() {
                 return Ok(LinkOutcome::NoParticipation);
             }
@@ -1775,6 +1846,89 @@ mod tests {
 
     /// A version 1 file kept the location index in the main file; opening it moves the index
     /// into `location-index.redb` and records version 2.
+    #[test]
+    fn a_version_2_file_has_each_subjects_consents_indexed_in_full_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mpi.redb");
+        let (network, today, location) = {
+            let (_, _, network, today, location) = participating();
+            (network, today, location)
+        };
+        let rows = |db: &Database| -> Vec<(Vec<u8>, Vec<u8>)> {
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(SUBJECT_CONSENTS).unwrap();
+            table
+                .range::<&[u8]>(..)
+                .unwrap()
+                .map(|item| {
+                    let (key, value) = item.unwrap();
+                    (key.value().to_vec(), value.value().to_vec())
+                })
+                .collect()
+        };
+        let before = {
+            let store = RedbStore::open(&path).unwrap();
+            let kept = participation_of(1, network, today);
+            let revoked = participation_of(2, network, today);
+            store
+                .record_consents(&[kept.clone(), revoked.clone()])
+                .unwrap();
+            let revocation = mpi_core::consent::Revocation {
+                by: "operator:ops".into(),
+                at_micros: 1,
+                reason: "withdrawn".into(),
+                purged: false,
+            };
+            assert!(matches!(
+                store
+                    .revoke_consent(revoked.1.id, &revocation, today)
+                    .unwrap(),
+                RevokeOutcome::Revoked { .. }
+            ));
+            let before = rows(&store.db);
+            assert_eq!(before.len(), 2);
+            // Turn the file into version 2: the ID-only index with its revoked flags.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(SUBJECT_CONSENTS).unwrap();
+            {
+                let mut old = txn.open_table(SUBJECT_CONSENT_IDS).unwrap();
+                for (subject, consent, flag) in
+                    [(kept.0, kept.1.id, 0), (revoked.0, revoked.1.id, 1)]
+                {
+                    old.insert(pair_key(&subject.0, &consent.0).as_slice(), flag)
+                        .unwrap();
+                }
+                txn.open_table(META)
+                    .unwrap()
+                    .insert("schema_version", 2)
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+            before
+        };
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(rows(&store.db), before);
+        // The participation gate reads the rebuilt index: kept takes part, revoked does not.
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(1), location(2)])
+                .unwrap(),
+            [RegisterOutcome::Stored, RegisterOutcome::NoParticipation]
+        );
+        let txn = store.db.begin_read().unwrap();
+        assert!(matches!(
+            txn.open_table(SUBJECT_CONSENT_IDS),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ));
+        let version = txn
+            .open_table(META)
+            .unwrap()
+            .get("schema_version")
+            .unwrap()
+            .map(|v| v.value());
+        assert_eq!(version, Some(SCHEMA_VERSION));
+    }
+
     #[test]
     fn a_version_1_file_has_its_location_index_moved_on_open() {
         let dir = tempfile::tempdir().unwrap();
