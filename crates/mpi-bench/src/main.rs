@@ -108,6 +108,9 @@ enum Command {
         /// Where to write a PNG plot of throughput and p99 against population size.
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
+        /// Page cache of the store files, in MiB (`store.cache_mib`).
+        #[arg(long, default_value_t = mpi_server::config::DEFAULT_STORE_CACHE_MIB)]
+        cache_mib: u64,
     },
     /// Mixed load at a fraction of its maximum for a bounded time: errors, p99 and resident
     /// memory over time (after an import and registration).
@@ -330,7 +333,12 @@ fn main() -> anyhow::Result<()> {
     if matches!(cli.command, Command::AuditCommit) {
         return audit_commit();
     }
-    if let Command::Scale { sizes, plot } = &cli.command {
+    if let Command::Scale {
+        sizes,
+        plot,
+        cache_mib,
+    } = &cli.command
+    {
         let settings = scale::Settings {
             seed: cli.seed,
             batch: cli.batch,
@@ -339,6 +347,7 @@ fn main() -> anyhow::Result<()> {
             register_in_flight: cli.register_in_flight,
             seconds: cli.seconds,
             flavour: server_flavour(&cli),
+            cache_mib: *cache_mib,
         };
         let mut points = Vec::new();
         for &persons in sizes {
@@ -347,7 +356,7 @@ fn main() -> anyhow::Result<()> {
         scale::print(&points);
         if let Some(path) = plot {
             let caption = format!(
-                "kouiki-mpi scale curve ({} cores, server pinned to core 0, client to core 1)",
+                "kouiki-mpi scale curve ({} cores, server pinned to core 0, client to core 1; {cache_mib} MiB store cache)",
                 std::thread::available_parallelism().map_or(0, usize::from)
             );
             scale::plot(&points, path, &caption)?;

@@ -62,6 +62,8 @@ pub struct Settings {
     pub seconds: u64,
     /// How the pinned server schedules its tasks.
     pub flavour: Flavour,
+    /// Page cache of the store files, in MiB (`store.cache_mib`).
+    pub cache_mib: u64,
 }
 
 /// Measures one population size.
@@ -92,7 +94,9 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
         || -> anyhow::Result<u64> { Ok(RedbStore::open(&main_file)?.allocated_bytes()?) };
     let before = allocated()?;
     let register = runtime.block_on(async {
-        let server = Running::start(&data_dir, tls.path(), ca.clone(), true).await?;
+        let server =
+            Running::start_cached(&data_dir, tls.path(), ca.clone(), true, settings.cache_mib)
+                .await?;
         let register =
             locations::register(&server, &population, &plan, settings.register_in_flight).await?;
         server.stop().await?;
@@ -117,7 +121,10 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     let resident_before = soak::resident_mib();
     let server = {
         let (data_dir, tls_dir, ca) = (data_dir.clone(), tls.path().to_path_buf(), ca.clone());
-        Arc::new(servers.run(async move { Running::start(&data_dir, &tls_dir, ca, true).await })??)
+        let cache_mib = settings.cache_mib;
+        Arc::new(servers.run(async move {
+            Running::start_cached(&data_dir, &tls_dir, ca, true, cache_mib).await
+        })??)
     };
     let duration = Duration::from_secs(settings.seconds.max(1));
     let find = |label: &'static str| {
@@ -179,7 +186,6 @@ pub fn print(points: &[Point]) {
         "| persons | locations | import records/s | register locations/s | find/s (64 in flight) | find p50 / p99 ms | find at half max: p50 / p99 / p99.9 ms | mixed ops/s | page bytes per location | file bytes per location | server resident MiB |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let ms = |micros: u64| micros as f64 / 1000.0;
     for p in points {
         let (f, h) = (
             p.find.latency.unwrap_or_default(),
@@ -250,6 +256,80 @@ fn register_font() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line of a panel: its legend, colour and value at a point.
+type Series = (&'static str, RGBColor, fn(&Point) -> f64);
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+/// Draws `series` against population size (log scale) on `area`, with a horizontal reference
+/// line at `reference` if given.
+fn panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    points: &[Point],
+    caption: &str,
+    y_desc: &str,
+    series: &[Series],
+    reference: Option<(&'static str, f64)>,
+    legend: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    let persons = |p: &Point| p.persons as f64;
+    let low = points.iter().map(persons).fold(f64::MAX, f64::min);
+    let high = points.iter().map(persons).fold(0.0, f64::max);
+    let x_range = (low / 2.0)..(high * 2.0);
+    let y_max = points
+        .iter()
+        .flat_map(|p| series.iter().map(move |(_, _, y)| y(p)))
+        .fold(reference.map_or(0.0, |(_, at)| at), f64::max)
+        .max(1.0)
+        * 1.2;
+    let mut chart = ChartBuilder::on(area)
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .caption(caption, ("sans-serif", 18))
+        .build_cartesian_2d(x_range.clone().log_scale(), 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("persons (log scale)")
+        .y_desc(y_desc)
+        .x_labels(4)
+        .x_label_formatter(&persons_label)
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .light_line_style(WHITE)
+        .draw()?;
+    for &(name, color, y) in series {
+        let line: Vec<(f64, f64)> = points.iter().map(|p| (persons(p), y(p))).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            line.into_iter()
+                .map(|at| Circle::new(at, 4, color.filled())),
+        )?;
+    }
+    if let Some((name, at)) = reference {
+        chart
+            .draw_series(LineSeries::new(
+                vec![(x_range.start, at), (x_range.end, at)],
+                BLACK.stroke_width(1),
+            ))?
+            .label(name)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(legend)
+        .draw()?;
+    Ok(())
+}
+
 /// Writes a PNG of throughput (left) and p99 (right) against population size to `path`.
 pub fn plot(points: &[Point], path: &Path, caption: &str) -> anyhow::Result<()> {
     anyhow::ensure!(!points.is_empty(), "nothing to plot");
@@ -258,126 +338,40 @@ pub fn plot(points: &[Point], path: &Path, caption: &str) -> anyhow::Result<()> 
     root.fill(&WHITE)?;
     let root = root.titled(caption, ("sans-serif", 22))?;
     let (left, right) = root.split_horizontally(700);
-    let persons = |p: &Point| p.persons as f64;
-    let x_range = {
-        let low = points.iter().map(persons).fold(f64::MAX, f64::min);
-        let high = points.iter().map(persons).fold(0.0, f64::max);
-        (low / 2.0)..(high * 2.0)
-    };
-
-    let series: [(&str, RGBColor, Box<dyn Fn(&Point) -> f64>); 3] = [
-        (
-            "FindLocations, 64 in flight",
-            BLUE,
-            Box::new(|p| rate(&p.find)),
-        ),
-        ("mixed load (90/9/1)", RED, Box::new(|p| p.mixed)),
-        (
-            "RegisterLocations (locations/s / 10)",
-            GREEN,
-            Box::new(|p| p.register / 10.0),
-        ),
-    ];
-    let y_max = points
-        .iter()
-        .flat_map(|p| series.iter().map(move |(_, _, y)| y(p)))
-        .fold(0.0, f64::max)
-        * 1.2;
-    let mut chart = ChartBuilder::on(&left)
-        .margin(20)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .caption("throughput per second", ("sans-serif", 18))
-        .build_cartesian_2d(x_range.clone().log_scale(), 0.0..y_max.max(1.0))?;
-    chart
-        .configure_mesh()
-        .x_desc("persons (log scale)")
-        .y_desc("per second")
-        .x_labels(4)
-        .x_label_formatter(&persons_label)
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .light_line_style(WHITE)
-        .draw()?;
-    for (name, color, y) in &series {
-        let line: Vec<(f64, f64)> = points.iter().map(|p| (persons(p), y(p))).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(
-            line.into_iter()
-                .map(|at| Circle::new(at, 4, color.filled())),
-        )?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerLeft)
-        .draw()?;
-
-    let ms = |micros: u64| micros as f64 / 1000.0;
-    let latencies: [(&str, RGBColor, Box<dyn Fn(&Point) -> f64>); 2] = [
-        (
-            "FindLocations p99, 64 in flight",
-            BLUE,
-            Box::new(move |p| ms(p.find.latency.unwrap_or_default().p99)),
-        ),
-        (
-            "FindLocations p99 at half the maximum",
-            MAGENTA,
-            Box::new(move |p| ms(p.half.latency.unwrap_or_default().p99)),
-        ),
-    ];
-    let y_max = points
-        .iter()
-        .flat_map(|p| latencies.iter().map(move |(_, _, y)| y(p)))
-        .fold(2.0, f64::max)
-        * 1.2;
-    let mut chart = ChartBuilder::on(&right)
-        .margin(20)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .caption(
-            "p99 latency (ms); target at half the maximum: 2 ms",
-            ("sans-serif", 18),
-        )
-        .build_cartesian_2d(x_range.clone().log_scale(), 0.0..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("persons (log scale)")
-        .y_desc("ms")
-        .x_labels(4)
-        .x_label_formatter(&persons_label)
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .light_line_style(WHITE)
-        .draw()?;
-    for (name, color, y) in &latencies {
-        let line: Vec<(f64, f64)> = points.iter().map(|p| (persons(p), y(p))).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(
-            line.into_iter()
-                .map(|at| Circle::new(at, 4, color.filled())),
-        )?;
-    }
-    let target = vec![(x_range.start, 2.0), (x_range.end, 2.0)];
-    chart
-        .draw_series(LineSeries::new(target, BLACK.stroke_width(1)))?
-        .label("2 ms")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
+    panel(
+        &left,
+        points,
+        "throughput",
+        "per second",
+        &[
+            ("FindLocations, 64 in flight", BLUE, |p| rate(&p.find)),
+            ("mixed load (90/9/1)", RED, |p| p.mixed),
+            ("RegisterLocations (locations/s / 10)", GREEN, |p| {
+                p.register / 10.0
+            }),
+            ("ImportQualifications (records/s / 10)", RGBColor(230, 140, 0), |p| {
+                p.import / 10.0
+            }),
+        ],
+        None,
+        SeriesLabelPosition::UpperRight,
+    )?;
+    panel(
+        &right,
+        points,
+        "FindLocations p99 latency",
+        "ms",
+        &[
+            ("p99, 64 in flight", BLUE, |p| {
+                ms(p.find.latency.unwrap_or_default().p99)
+            }),
+            ("p99 at half the maximum", MAGENTA, |p| {
+                ms(p.half.latency.unwrap_or_default().p99)
+            }),
+        ],
+        Some(("target at half the maximum: 2 ms", 2.0)),
+        SeriesLabelPosition::UpperLeft,
+    )?;
     root.present()?;
     Ok(())
 }

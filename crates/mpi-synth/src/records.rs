@@ -131,6 +131,10 @@ pub fn plan_records(
             _ => ConsentClass::None,
         });
         let count = rng.random_range(0..=2 * events_per_person);
+        // A person with no insured number has no number to register a record by.
+        if person.holdings.is_empty() {
+            continue;
+        }
         for serial in 0..count {
             let holding_index = rng.random_range(0..person.holdings.len());
             let holding = &person.holdings[holding_index];
@@ -174,6 +178,20 @@ mod tests {
     use super::*;
     use crate::{Config, generate};
     use mpi_core::ids::{FacilityCode, NetworkId};
+
+    #[test]
+    fn a_person_without_holdings_gets_no_events() {
+        let mut population = generate(&Config {
+            persons: 50,
+            seed: 5,
+            until: NaiveDate::from_ymd_opt(2025, 6, 1).unwrap(),
+        });
+        population.persons[7].holdings.clear();
+        let plan = plan_records(&population, 3, 10, 1);
+        assert_eq!(plan.consent[7], ConsentClass::None);
+        assert!(plan.events.iter().all(|e| e.person != 7));
+        assert!(!plan.events.is_empty());
+    }
 
     #[test]
     fn events_fall_in_their_holdings_with_valid_codes_and_repeat_per_seed() {
