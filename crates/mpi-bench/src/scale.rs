@@ -349,9 +349,11 @@ pub fn plot(points: &[Point], path: &Path, caption: &str) -> anyhow::Result<()> 
             ("RegisterLocations (locations/s / 10)", GREEN, |p| {
                 p.register / 10.0
             }),
-            ("ImportQualifications (records/s / 10)", RGBColor(230, 140, 0), |p| {
-                p.import / 10.0
-            }),
+            (
+                "ImportQualifications (records/s / 10)",
+                RGBColor(230, 140, 0),
+                |p| p.import / 10.0,
+            ),
         ],
         None,
         SeriesLabelPosition::UpperRight,
