@@ -132,18 +132,22 @@ fn bump_cluster_epoch(txn: &redb::WriteTransaction) -> StoreResult<()> {
     Ok(())
 }
 
+/// The schema version a snapshot records (`None` for a file never opened).
+fn schema_version(txn: &redb::ReadTransaction) -> StoreResult<Option<u64>> {
+    Ok(txn
+        .open_table(META)
+        .map_err(engine)?
+        .get("schema_version")
+        .map_err(engine)?
+        .map(|v| v.value()))
+}
+
 /// Moves a version 1 file's location index into `location-index.redb`, in batches, then drops
 /// it from the main file and records version 2. Copying is idempotent, so a crash part-way
 /// only repeats it at the next open.
 fn migrate_location_index(db: &Database, index_db: &Database) -> StoreResult<()> {
     let txn = db.begin_read().map_err(engine)?;
-    let version = txn
-        .open_table(META)
-        .map_err(engine)?
-        .get("schema_version")
-        .map_err(engine)?
-        .map(|v| v.value());
-    if version != Some(1) {
+    if schema_version(&txn)? != Some(1) {
         return Ok(());
     }
     let mut after: Option<Vec<u8>> = None;
@@ -202,13 +206,7 @@ fn migrate_location_index(db: &Database, index_db: &Database) -> StoreResult<()>
 /// idempotent, so a crash part-way only repeats it at the next open.
 fn migrate_subject_consents(db: &Database) -> StoreResult<()> {
     let txn = db.begin_read().map_err(engine)?;
-    let version = txn
-        .open_table(META)
-        .map_err(engine)?
-        .get("schema_version")
-        .map_err(engine)?
-        .map(|v| v.value());
-    if version != Some(2) {
+    if schema_version(&txn)? != Some(2) {
         return Ok(());
     }
     let consents = txn.open_table(CONSENTS).map_err(engine)?;
@@ -1920,13 +1918,7 @@ mod tests {
             txn.open_table(SUBJECT_CONSENT_IDS),
             Err(redb::TableError::TableDoesNotExist(_))
         ));
-        let version = txn
-            .open_table(META)
-            .unwrap()
-            .get("schema_version")
-            .unwrap()
-            .map(|v| v.value());
-        assert_eq!(version, Some(SCHEMA_VERSION));
+        assert_eq!(schema_version(&txn).unwrap(), Some(SCHEMA_VERSION));
     }
 
     #[test]
@@ -1997,13 +1989,7 @@ mod tests {
             txn.open_table(LOCATION_INDEX),
             Err(redb::TableError::TableDoesNotExist(_))
         ));
-        let version = txn
-            .open_table(META)
-            .unwrap()
-            .get("schema_version")
-            .unwrap()
-            .map(|v| v.value());
-        assert_eq!(version, Some(SCHEMA_VERSION));
+        assert_eq!(schema_version(&txn).unwrap(), Some(SCHEMA_VERSION));
         // ...and withdrawing it through the moved index works.
         assert!(
             store
