@@ -460,17 +460,34 @@ pub async fn find(
         disclosed += found;
     }
     let seconds = started.elapsed().as_secs_f64();
+    Ok(find_row(
+        label,
+        latencies,
+        seconds,
+        disclosed,
+        format!("{connections} connections, {concurrency} in flight"),
+    ))
+}
+
+/// The row of a FindLocations measurement: `how` it was driven, then the mean answer size.
+fn find_row(
+    label: &'static str,
+    latencies: Vec<u64>,
+    seconds: f64,
+    disclosed: u64,
+    how: String,
+) -> Row {
     let operations = latencies.len() as u64;
-    Ok(Row {
+    Row {
         name: label,
         operations,
         seconds,
         note: format!(
-            "{connections} connections, {concurrency} in flight, {:.1} locations per answer",
+            "{how}, {:.1} locations per answer",
             disclosed as f64 / operations.max(1) as f64
         ),
         latency: Some(percentiles(latencies)),
-    })
+    }
 }
 
 /// FindLocations as in [`find`], but open loop: `rate` calls per second sent on schedule
@@ -541,15 +558,11 @@ pub async fn paced_find(
         refused == 0 && failed == 0,
         "{label}: {refused} calls not sent (2,048 waiting) and {failed} failed at {rate:.0}/s"
     );
-    let operations = latencies.len() as u64;
-    Ok(Row {
-        name: label,
-        operations,
+    Ok(find_row(
+        label,
+        latencies,
         seconds,
-        note: format!(
-            "open loop at {rate:.0}/s, {connections} connections, {:.1} locations per answer",
-            disclosed as f64 / operations.max(1) as f64
-        ),
-        latency: Some(percentiles(latencies)),
-    })
+        disclosed,
+        format!("open loop at {rate:.0}/s, {connections} connections"),
+    ))
 }
