@@ -53,7 +53,7 @@ impl pb::record_locator_server::RecordLocator for Echo {
 /// Pins the calling thread to `core` (when the machine has it). The core is named directly:
 /// `core_affinity::get_core_ids` lists only the cores the calling thread may already use, and
 /// a thread started from a pinned one inherits its pinning.
-fn pin(core: usize) {
+pub(crate) fn pin(core: usize) {
     core_affinity::set_for_current(core_affinity::CoreId { id: core });
 }
 

@@ -58,8 +58,113 @@ impl Target {
 /// A server running for the benchmark.
 pub struct Running {
     target: Target,
+    serving: Serving,
+}
+
+/// Where the server of [`Running`] runs.
+enum Serving {
+    /// On a runtime of this process.
+    InProcess(Served),
+    /// In a child process (`mpi-bench serve`), stopped by closing its standard input.
+    Child(std::process::Child),
+}
+
+/// A server started in this process by [`serve_files`].
+pub struct Served {
+    /// Where it listens.
+    pub address: String,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), mpi_server::ServerError>>,
+}
+
+impl Served {
+    /// Stops the server and waits until its store is closed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// Writes the CA certificate and a server certificate and key it issues into `tls_dir`, as
+/// [`serve_files`] and the echo server read them.
+fn write_server_tls(tls_dir: &Path, ca: &CertAuthority) -> anyhow::Result<()> {
+    let server_cert = ca.issue_server()?;
+    for (name, contents) in [
+        ("ca.pem", ca.cert_pem()),
+        ("server.pem", server_cert.cert_pem),
+        ("server.key", server_cert.key_pem),
+    ] {
+        std::fs::write(tls_dir.join(name), contents)?;
+    }
+    Ok(())
+}
+
+/// Starts the real server on 127.0.0.1:0 over `data_dir` with the TLS files in `tls_dir`.
+pub async fn serve_files(
+    data_dir: &Path,
+    tls_dir: &Path,
+    audited: bool,
+    cache_mib: u64,
+) -> anyhow::Result<Served> {
+    mpi_server::install_crypto_provider();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        metrics_listen: Some("off".into()),
+        data_dir: Some(data_dir.to_path_buf()),
+        ..Default::default()
+    };
+    let mut config = Config::resolve(FileConfig::default(), overrides)?;
+    config.tls = TlsSource::Files {
+        cert: tls_dir.join("server.pem"),
+        key: tls_dir.join("server.key"),
+        client_ca: tls_dir.join("ca.pem"),
+    };
+    config.limits.max_concurrent_streams = 1024;
+    config.store_cache_bytes = (cache_mib << 20) as usize;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let address = listener.local_addr()?.to_string();
+    let mut prepared = tokio::task::spawn_blocking(move || mpi_server::prepare(config)).await??;
+    if !audited {
+        prepared = prepared.unaudited_for_benchmark();
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(mpi_server::serve(prepared, listener, None, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Served {
+        address,
+        stop,
+        task,
+    })
+}
+
+/// What `mpi-bench serve` prints on its first line of standard output, before the address.
+const LISTENING: &str = "listening ";
+
+/// `mpi-bench serve`: serves `data_dir` (audited) with the TLS files of `tls_dir`, with this
+/// process pinned to `core` on a runtime of `flavour`; prints [`LISTENING`] and the address,
+/// and stops when standard input closes.
+pub fn serve_child(
+    data_dir: &Path,
+    tls_dir: &Path,
+    cache_mib: u64,
+    core: usize,
+    flavour: crate::floor::Flavour,
+) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    crate::floor::pin(core);
+    let runtime = crate::floor::Pinned::new(core, flavour)?;
+    let (data_dir, tls_dir) = (data_dir.to_path_buf(), tls_dir.to_path_buf());
+    let served =
+        runtime.run(async move { serve_files(&data_dir, &tls_dir, true, cache_mib).await })??;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{LISTENING}{}", served.address)?;
+    stdout.flush()?;
+    drop(stdout);
+    // Anything read, or the end of input, stops the server.
+    let _ = std::io::stdin().read(&mut [0u8; 1]);
+    runtime.run(served.stop())?
 }
 
 impl Running {
@@ -82,45 +187,75 @@ impl Running {
         audited: bool,
         cache_mib: u64,
     ) -> anyhow::Result<Self> {
-        mpi_server::install_crypto_provider();
-        let server_cert = ca.issue_server()?;
-        for (name, contents) in [
-            ("ca.pem", ca.cert_pem()),
-            ("server.pem", server_cert.cert_pem),
-            ("server.key", server_cert.key_pem),
-        ] {
-            std::fs::write(tls_dir.join(name), contents)?;
-        }
-        let overrides = Overrides {
-            listen: Some("127.0.0.1:0".into()),
-            metrics_listen: Some("off".into()),
-            data_dir: Some(data_dir.to_path_buf()),
-            ..Default::default()
-        };
-        let mut config = Config::resolve(FileConfig::default(), overrides)?;
-        config.tls = TlsSource::Files {
-            cert: tls_dir.join("server.pem"),
-            key: tls_dir.join("server.key"),
-            client_ca: tls_dir.join("ca.pem"),
-        };
-        config.limits.max_concurrent_streams = 1024;
-        config.store_cache_bytes = (cache_mib << 20) as usize;
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let address = listener.local_addr()?.to_string();
-        let mut prepared =
-            tokio::task::spawn_blocking(move || mpi_server::prepare(config)).await??;
-        if !audited {
-            prepared = prepared.unaudited_for_benchmark();
-        }
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(mpi_server::serve(prepared, listener, None, async move {
-            let _ = stopped.await;
-        }));
+        write_server_tls(tls_dir, &ca)?;
+        let served = serve_files(data_dir, tls_dir, audited, cache_mib).await?;
         Ok(Self {
-            target: Target::new(address, ca),
-            stop,
-            task,
+            target: Target::new(served.address.clone(), ca),
+            serving: Serving::InProcess(served),
         })
+    }
+
+    /// The audited server in a child process (this program's `serve`), pinned to `core` on a
+    /// runtime of `flavour`, so that its resident memory is its own.
+    pub fn spawn(
+        data_dir: &Path,
+        tls_dir: &Path,
+        ca: Arc<CertAuthority>,
+        cache_mib: u64,
+        core: usize,
+        flavour: crate::floor::Flavour,
+    ) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        write_server_tls(tls_dir, &ca)?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--tls-dir")
+            .arg(tls_dir)
+            .arg("--cache-mib")
+            .arg(cache_mib.to_string())
+            .arg("--core")
+            .arg(core.to_string());
+        if flavour == crate::floor::Flavour::CurrentThread {
+            command.arg("--one-thread-server");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting `mpi-bench serve`")?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            std::io::BufReader::new(stdout).read_line(&mut line)?;
+        }
+        let Some(address) = line.trim().strip_prefix(LISTENING) else {
+            let _ = child.kill();
+            let status = child.wait()?;
+            anyhow::bail!("`mpi-bench serve` did not start ({status})");
+        };
+        Ok(Self {
+            target: Target::new(address.to_string(), ca),
+            serving: Serving::Child(child),
+        })
+    }
+
+    /// Resident memory of a child server, now and at its peak, in MiB (`None` in process).
+    pub fn child_resident_mib(&self) -> Option<(f64, f64)> {
+        let Serving::Child(child) = &self.serving else {
+            return None;
+        };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .map(|kib| kib / 1024.0)
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 
     /// Where clients connect.
@@ -133,11 +268,27 @@ impl Running {
         self.target.channel(principal).await
     }
 
-    /// Stops the server and waits until its store is closed.
+    /// Stops the server and waits until its store is closed (a child for at most a minute).
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.task.await??;
-        Ok(())
+        match self.serving {
+            Serving::InProcess(served) => served.stop().await,
+            Serving::Child(mut child) => {
+                drop(child.stdin.take());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    if let Some(status) = child.try_wait()? {
+                        anyhow::ensure!(status.success(), "`mpi-bench serve` ended with {status}");
+                        return Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        anyhow::bail!("`mpi-bench serve` did not stop within a minute");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 }
 

@@ -112,6 +112,23 @@ enum Command {
         #[arg(long, default_value_t = mpi_server::config::DEFAULT_STORE_CACHE_MIB)]
         cache_mib: u64,
     },
+    /// The audited server over a data directory, pinned to one core, until standard input
+    /// closes (what `scale` runs as a child process to measure the server's memory alone).
+    #[command(hide = true)]
+    Serve {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Where `ca.pem`, `server.pem` and `server.key` are.
+        #[arg(long)]
+        tls_dir: std::path::PathBuf,
+        /// Page cache of the store files, in MiB.
+        #[arg(long)]
+        cache_mib: u64,
+        /// The core to run on.
+        #[arg(long, default_value_t = 0)]
+        core: usize,
+    },
     /// Mixed load at a fraction of its maximum for a bounded time: errors, p99 and resident
     /// memory over time (after an import and registration).
     Soak {
@@ -332,6 +349,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, Command::AuditCommit) {
         return audit_commit();
+    }
+    if let Command::Serve {
+        data_dir,
+        tls_dir,
+        cache_mib,
+        core,
+    } = &cli.command
+    {
+        return locations::serve_child(data_dir, tls_dir, *cache_mib, *core, server_flavour(&cli));
     }
     if let Command::Scale {
         sizes,

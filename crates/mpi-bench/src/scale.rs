@@ -3,14 +3,16 @@
 //! then, with the server pinned to core 0 and the client to core 1 as in `floor`:
 //! FindLocations as fast as 64 calls in flight go, FindLocations open loop at half that rate
 //! (its p99 is the latency target), and the mixed load's maximum (90 % finds, 9 %
-//! registrations, 1 % consent changes). Bytes of store pages and of files per location, and the
-//! resident memory the server run added, are reported per size. A PNG plot of throughput and
+//! registrations, 1 % consent changes). The measured server runs in a child process (`mpi-bench
+//! serve`), so that its resident memory, now and at its peak, is its own. Bytes of store pages
+//! and of files per location and that memory are reported per size. A PNG plot of throughput and
 //! p99 against population size is written when asked for.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use mpi_store_redb::RedbStore;
 use plotters::prelude::*;
 
@@ -38,8 +40,10 @@ pub struct Point {
     pub page_bytes_per_location: f64,
     /// Size of the store files (main and location index) per stored location.
     pub file_bytes_per_location: f64,
-    /// Resident memory the pinned server run added, MiB.
+    /// Resident memory of the server process after the measurements, MiB.
     pub server_mib: f64,
+    /// Peak resident memory of the server process (from its start), MiB.
+    pub server_peak_mib: f64,
 }
 
 fn rate(row: &Row) -> f64 {
@@ -116,16 +120,15 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     );
 
     let (population, plan) = (Arc::new(population), Arc::new(plan));
-    let servers = Pinned::new(0, settings.flavour)?;
     let clients = Pinned::new(1, Flavour::CurrentThread)?;
-    let resident_before = soak::resident_mib();
-    let server = {
-        let (data_dir, tls_dir, ca) = (data_dir.clone(), tls.path().to_path_buf(), ca.clone());
-        let cache_mib = settings.cache_mib;
-        Arc::new(servers.run(async move {
-            Running::start_cached(&data_dir, &tls_dir, ca, true, cache_mib).await
-        })??)
-    };
+    let server = Arc::new(Running::spawn(
+        &data_dir,
+        tls.path(),
+        ca.clone(),
+        settings.cache_mib,
+        0,
+        settings.flavour,
+    )?);
     let duration = Duration::from_secs(settings.seconds.max(1));
     let find = |label: &'static str| {
         let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
@@ -159,9 +162,11 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
             soak::maximum(&mix, duration).await
         })??
     };
-    let server_mib = soak::resident_mib() - resident_before;
+    let (server_mib, server_peak_mib) = server
+        .child_resident_mib()
+        .context("resident memory of the server process")?;
     let server = Arc::into_inner(server).ok_or_else(|| anyhow::anyhow!("server still in use"))?;
-    servers.run(async move { server.stop().await })??;
+    clients.run(async move { server.stop().await })??;
     eprintln!(
         "scale {persons}: measured in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -177,13 +182,14 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
         page_bytes_per_location: after.saturating_sub(before) as f64 / stored as f64,
         file_bytes_per_location: files as f64 / stored as f64,
         server_mib,
+        server_peak_mib,
     })
 }
 
 /// Prints the curve as a Markdown table.
 pub fn print(points: &[Point]) {
     println!(
-        "| persons | locations | import records/s | register locations/s | find/s (64 in flight) | find p50 / p99 ms | find at half max: p50 / p99 / p99.9 ms | mixed ops/s | page bytes per location | file bytes per location | server resident MiB |"
+        "| persons | locations | import records/s | register locations/s | find/s (64 in flight) | find p50 / p99 ms | find at half max: p50 / p99 / p99.9 ms | mixed ops/s | page bytes per location | file bytes per location | server resident MiB (peak) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for p in points {
@@ -192,7 +198,7 @@ pub fn print(points: &[Point]) {
             p.half.latency.unwrap_or_default(),
         );
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} (at {:.0}/s) | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} (at {:.0}/s) | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) |",
             p.persons,
             p.locations,
             p.import,
@@ -207,7 +213,8 @@ pub fn print(points: &[Point]) {
             p.mixed,
             p.page_bytes_per_location,
             p.file_bytes_per_location,
-            p.server_mib
+            p.server_mib,
+            p.server_peak_mib
         );
     }
     if let (Some(first), Some(last)) = (points.first(), points.last())
