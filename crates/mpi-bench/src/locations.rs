@@ -252,7 +252,13 @@ impl Running {
             status
                 .lines()
                 .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
                 .map(|kib| kib / 1024.0)
         };
         Some((field("VmRSS:")?, field("VmHWM:")?))

@@ -36,6 +36,20 @@ const FOLD_ROWS: usize = 500_000;
 /// has fewer entries than the index has pages, so folds are rare and large; a query reads at
 /// most this long's worth of unfolded rows from `audit_subjects`.
 const FOLD_EVERY: Duration = Duration::from_secs(30);
+/// The folder's nice value: its work (a second or so of CPU per fold at full load) is never on
+/// a request's path and shares no lock with one, so it yields the core to request handling
+/// instead of taking an equal share of it while requests queue (docs/benchmarks.md).
+const FOLDER_NICE: i32 = 19;
+
+/// Gives the calling thread [`FOLDER_NICE`] (on Linux, where the nice value is per thread).
+fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), FOLDER_NICE)
+    {
+        tracing::warn!(error = %error, "cannot lower the disclosure index folder's priority");
+    }
+}
 
 fn index_key(subject: &IdentifierKey, sequence: u64) -> [u8; 40] {
     let mut key = [0u8; 40];
@@ -86,6 +100,7 @@ impl DisclosureIndex {
             std::thread::Builder::new()
                 .name("audit-index".into())
                 .spawn(move || {
+                    yield_to_requests();
                     while !stop.load(Ordering::Acquire) {
                         match fold(&db, &audit_db) {
                             // More may be waiting: go on at once.

@@ -1998,6 +1998,49 @@ mod tests {
         );
     }
 
+    /// The nice value of each of this process's threads named `name`, from `/proc`.
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(name: &str) -> Vec<i32> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.unwrap().path();
+                let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+                // Fields after the parenthesised name start at field 3; the nice value is 19.
+                let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+                (comm.trim() == name).then(|| fields[16].parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_disclosure_index_folder_runs_at_the_lowest_priority_and_the_audit_log_folder_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = RedbStore::open(&dir.path().join("mpi.redb")).unwrap();
+        // Other tests' stores may be open too: every such thread must have it, once it has
+        // started (each thread names itself, and the folder lowers its own priority).
+        let settled = |name: &str, nice: i32| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let found = nice_of_threads(name);
+                let all = !found.is_empty() && found.iter().all(|&n| n == nice);
+                if all || std::time::Instant::now() > deadline {
+                    break found;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let index = settled("audit-index", 19);
+        assert!(!index.is_empty());
+        assert!(index.iter().all(|&nice| nice == 19), "{index:?}");
+        // The audit log's folder shares locks with the request path: it keeps its priority.
+        let log = settled("audit-fold", 0);
+        assert!(!log.is_empty());
+        assert!(log.iter().all(|&nice| nice == 0), "{log:?}");
+    }
+
     #[test]
     fn the_disclosure_index_answers_the_same_before_and_after_folding_and_reopening() {
         use mpi_core::audit::{ChainHead, NewAuditEvent, chain_rows};
