@@ -142,22 +142,28 @@ pub async fn serve_files(
 /// What `mpi-bench serve` prints on its first line of standard output, before the address.
 const LISTENING: &str = "listening ";
 
-/// `mpi-bench serve`: serves `data_dir` (audited) with the TLS files of `tls_dir`, with this
-/// process pinned to `core` on a runtime of `flavour`; prints [`LISTENING`] and the address,
-/// and stops when standard input closes.
-pub fn serve_child(
-    data_dir: &Path,
-    tls_dir: &Path,
-    cache_mib: u64,
-    core: usize,
-    flavour: crate::floor::Flavour,
-) -> anyhow::Result<()> {
+/// How `mpi-bench serve` runs the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildServer {
+    /// Page cache of the store files, in MiB.
+    pub cache_mib: u64,
+    /// The core the whole process is pinned to.
+    pub core: usize,
+    /// How its runtime schedules tasks.
+    pub flavour: crate::floor::Flavour,
+    /// Whether disclosures are audited (false only to measure what the audit log costs).
+    pub audited: bool,
+}
+
+/// `mpi-bench serve`: serves `data_dir` with the TLS files of `tls_dir` as `how` says; prints
+/// [`LISTENING`] and the address, and stops when standard input closes.
+pub fn serve_child(data_dir: &Path, tls_dir: &Path, how: ChildServer) -> anyhow::Result<()> {
     use std::io::{Read, Write};
-    crate::floor::pin(core);
-    let runtime = crate::floor::Pinned::new(core, flavour)?;
+    crate::floor::pin(how.core);
+    let runtime = crate::floor::Pinned::new(how.core, how.flavour)?;
     let (data_dir, tls_dir) = (data_dir.to_path_buf(), tls_dir.to_path_buf());
-    let served =
-        runtime.run(async move { serve_files(&data_dir, &tls_dir, true, cache_mib).await })??;
+    let served = runtime
+        .run(async move { serve_files(&data_dir, &tls_dir, how.audited, how.cache_mib).await })??;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{LISTENING}{}", served.address)?;
     stdout.flush()?;
@@ -195,15 +201,13 @@ impl Running {
         })
     }
 
-    /// The audited server in a child process (this program's `serve`), pinned to `core` on a
-    /// runtime of `flavour`, so that its resident memory is its own.
+    /// The server in a child process (this program's `serve`, run as `how` says), so that its
+    /// resident memory is its own.
     pub fn spawn(
         data_dir: &Path,
         tls_dir: &Path,
         ca: Arc<CertAuthority>,
-        cache_mib: u64,
-        core: usize,
-        flavour: crate::floor::Flavour,
+        how: ChildServer,
     ) -> anyhow::Result<Self> {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
@@ -216,11 +220,14 @@ impl Running {
             .arg("--tls-dir")
             .arg(tls_dir)
             .arg("--cache-mib")
-            .arg(cache_mib.to_string())
+            .arg(how.cache_mib.to_string())
             .arg("--core")
-            .arg(core.to_string());
-        if flavour == crate::floor::Flavour::CurrentThread {
+            .arg(how.core.to_string());
+        if how.flavour == crate::floor::Flavour::CurrentThread {
             command.arg("--one-thread-server");
+        }
+        if !how.audited {
+            command.arg("--unaudited");
         }
         let mut child = command
             .stdin(Stdio::piped())
@@ -651,6 +658,39 @@ fn find_row(
 /// (every millisecond, whatever the answers take), each timed from its scheduled send, for
 /// `duration`. A call that would make more than 2,048 wait is not sent and fails the run, as
 /// does any error: at a rate the service sustains there are none.
+/// A call slower than this counts as slow in [`report_slow_windows`].
+const SLOW_MICROS: u64 = 10_000;
+
+/// Prints (to standard error) when the slow calls were sent: per 100 ms window of the run, how
+/// many took over [`SLOW_MICROS`] and the slowest, the ten worst windows in time order. A tail
+/// that comes in bursts points at a stall; one spread evenly, at a cost per call.
+fn report_slow_windows(label: &str, slow: &std::collections::BTreeMap<u64, (u32, u64)>) {
+    let total: u32 = slow.values().map(|(calls, _)| calls).sum();
+    if total == 0 {
+        return;
+    }
+    let mut worst: Vec<_> = slow.iter().collect();
+    worst.sort_by_key(|(_, (calls, _))| std::cmp::Reverse(*calls));
+    worst.truncate(10);
+    worst.sort();
+    let windows: Vec<String> = worst
+        .iter()
+        .map(|(window, (calls, max))| {
+            format!(
+                "{:.1} s: {calls} (max {:.1} ms)",
+                **window as f64 / 10.0,
+                *max as f64 / 1000.0
+            )
+        })
+        .collect();
+    eprintln!(
+        "{label}: {total} calls over {} ms in {} windows of 100 ms; the worst: {}",
+        SLOW_MICROS / 1000,
+        slow.len(),
+        windows.join(", ")
+    );
+}
+
 pub async fn paced_find(
     server: &Target,
     population: &Population,
@@ -689,11 +729,13 @@ pub async fn paced_find(
             let mut client = clients[sent as usize % clients.len()].clone();
             let patient = patients[(sent as usize).wrapping_mul(7919) % patients.len()].clone();
             let (sender, scheduled) = (sender.clone(), Instant::now());
+            let offset = scheduled.duration_since(started);
             sent += 1;
             tokio::spawn(async move {
                 let answer = client.find_locations(treatment(patient)).await;
                 let micros = scheduled.elapsed().as_micros() as u64;
-                let _ = sender.send(answer.map(|a| (micros, a.into_inner().locations.len())));
+                let _ =
+                    sender.send(answer.map(|a| (offset, micros, a.into_inner().locations.len())));
                 drop(permit);
             });
         }
@@ -702,15 +744,21 @@ pub async fn paced_find(
     drop(sender);
     let seconds = started.elapsed().as_secs_f64();
     let (mut latencies, mut disclosed, mut failed) = (Vec::new(), 0u64, 0u64);
+    let mut slow = std::collections::BTreeMap::<u64, (u32, u64)>::new();
     while let Some(outcome) = receiver.recv().await {
         match outcome {
-            Ok((micros, found)) => {
+            Ok((offset, micros, found)) => {
                 latencies.push(micros);
                 disclosed += found as u64;
+                if micros > SLOW_MICROS {
+                    let window = slow.entry(offset.as_millis() as u64 / 100).or_default();
+                    *window = (window.0 + 1, window.1.max(micros));
+                }
             }
             Err(_) => failed += 1,
         }
     }
+    report_slow_windows(label, &slow);
     anyhow::ensure!(
         refused == 0 && failed == 0,
         "{label}: {refused} calls not sent (2,048 waiting) and {failed} failed at {rate:.0}/s"

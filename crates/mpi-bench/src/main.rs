@@ -111,6 +111,13 @@ enum Command {
         /// Page cache of the store files, in MiB (`store.cache_mib`).
         #[arg(long, default_value_t = mpi_server::config::DEFAULT_STORE_CACHE_MIB)]
         cache_mib: u64,
+        /// Run the open-loop FindLocations at this many calls per second instead of half the
+        /// maximum (to see how latency depends on load).
+        #[arg(long)]
+        open_loop_rate: Option<f64>,
+        /// Serve without the audit log (to measure what it costs; never how the server runs).
+        #[arg(long)]
+        unaudited: bool,
     },
     /// The audited server over a data directory, pinned to one core, until standard input
     /// closes (what `scale` runs as a child process to measure the server's memory alone).
@@ -128,6 +135,9 @@ enum Command {
         /// The core to run on.
         #[arg(long, default_value_t = 0)]
         core: usize,
+        /// Without the audit log (to measure what it costs).
+        #[arg(long)]
+        unaudited: bool,
     },
     /// Mixed load at a fraction of its maximum for a bounded time: errors, p99 and resident
     /// memory over time (after an import and registration).
@@ -214,6 +224,7 @@ async fn import(
     population: &Population,
     data_dir: &std::path::Path,
     batch: usize,
+    cache_mib: u64,
 ) -> anyhow::Result<Row> {
     mpi_server::install_crypto_provider();
     let overrides = Overrides {
@@ -224,6 +235,7 @@ async fn import(
     };
     let mut config = Config::resolve(FileConfig::default(), overrides)?;
     config.limits.max_batch_items = batch.max(1000);
+    config.store_cache_bytes = (cache_mib << 20) as usize;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?.to_string();
     let prepared = tokio::task::spawn_blocking(move || mpi_server::prepare(config)).await??;
@@ -355,14 +367,23 @@ fn main() -> anyhow::Result<()> {
         tls_dir,
         cache_mib,
         core,
+        unaudited,
     } = &cli.command
     {
-        return locations::serve_child(data_dir, tls_dir, *cache_mib, *core, server_flavour(&cli));
+        let how = locations::ChildServer {
+            cache_mib: *cache_mib,
+            core: *core,
+            flavour: server_flavour(&cli),
+            audited: !unaudited,
+        };
+        return locations::serve_child(data_dir, tls_dir, how);
     }
     if let Command::Scale {
         sizes,
         plot,
         cache_mib,
+        open_loop_rate,
+        unaudited,
     } = &cli.command
     {
         let settings = scale::Settings {
@@ -374,6 +395,8 @@ fn main() -> anyhow::Result<()> {
             seconds: cli.seconds,
             flavour: server_flavour(&cli),
             cache_mib: *cache_mib,
+            open_loop_rate: *open_loop_rate,
+            audited: !unaudited,
         };
         let mut points = Vec::new();
         for &persons in sizes {
@@ -408,7 +431,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
-    rows.push(runtime.block_on(import(&population, &data_dir, cli.batch))?);
+    rows.push(runtime.block_on(import(
+        &population,
+        &data_dir,
+        cli.batch,
+        mpi_server::config::DEFAULT_STORE_CACHE_MIB,
+    ))?);
     if matches!(cli.command, Command::Floor) {
         let plan =
             mpi_synth::records::plan_records(&population, cli.networks, cli.events, cli.seed);
@@ -652,15 +680,17 @@ fn audit_commit() -> anyhow::Result<()> {
     let store = RedbStore::open(&dir.path().join("mpi.redb"))?;
     let scratch = redb::Database::create(dir.path().join("scratch.redb"))?;
     println!(
-        "| durable append | events per append | appends | wall µs per append | CPU µs per append | CPU µs per event |"
+        "| durable append | events per append | appends | wall µs per append | wall p50 / p99 / p99.9 µs | CPU µs per append | CPU µs per event |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for through_log in [true, false] {
         let mut head = ChainHead::EMPTY;
         for group in [1u64, 4, 16, 64] {
             let appends = 12_000 / group;
             let (wall, cpu) = (Instant::now(), thread_cpu_seconds()?);
+            let mut each = Vec::with_capacity(appends as usize);
             for _ in 0..appends {
+                let one = Instant::now();
                 let events = audit_events(head, group);
                 let (rows, next) = chain_rows(head, events.iter());
                 let index: Vec<(u64, IdentifierKey)> = rows
@@ -669,6 +699,7 @@ fn audit_commit() -> anyhow::Result<()> {
                     .collect();
                 if through_log {
                     head = store.append_audit(&rows, &index)?;
+                    each.push(one.elapsed().as_micros() as u64);
                     continue;
                 }
                 let txn = scratch.begin_write()?;
@@ -684,17 +715,22 @@ fn audit_commit() -> anyhow::Result<()> {
                 }
                 txn.commit()?;
                 head = next;
+                each.push(one.elapsed().as_micros() as u64);
             }
             let wall = wall.elapsed().as_secs_f64();
             let cpu = thread_cpu_seconds()? - cpu;
+            let latency = locations::percentiles(each);
             println!(
-                "| {} | {group} | {appends} | {:.0} | {:.0} | {:.1} |",
+                "| {} | {group} | {appends} | {:.0} | {} / {} / {} | {:.0} | {:.1} |",
                 if through_log {
                     "audit log (store)"
                 } else {
                     "redb transaction"
                 },
                 wall / appends as f64 * 1e6,
+                latency.p50,
+                latency.p99,
+                latency.p999,
                 cpu / appends as f64 * 1e6,
                 cpu / (appends * group) as f64 * 1e6
             );

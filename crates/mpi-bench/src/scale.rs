@@ -6,7 +6,9 @@
 //! registrations, 1 % consent changes). The measured server runs in a child process (`mpi-bench
 //! serve`), so that its resident memory, now and at its peak, is its own. Bytes of store pages
 //! and of files per location and that memory are reported per size. A PNG plot of throughput and
-//! p99 against population size is written when asked for.
+//! p99 against population size is written when asked for. `--open-loop-rate` and
+//! `--unaudited` change the open loop's rate and take the audit log away, to see what the
+//! latency depends on.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,7 +34,7 @@ pub struct Point {
     pub register: f64,
     /// FindLocations at its maximum (64 in flight).
     pub find: Row,
-    /// FindLocations open loop at half of `find`'s rate.
+    /// FindLocations open loop at half of `find`'s rate (or `Settings::open_loop_rate`).
     pub half: Row,
     /// The mixed load's maximum, operations per second.
     pub mixed: f64,
@@ -68,6 +70,10 @@ pub struct Settings {
     pub flavour: Flavour,
     /// Page cache of the store files, in MiB (`store.cache_mib`).
     pub cache_mib: u64,
+    /// The open loop's rate, if not half the maximum.
+    pub open_loop_rate: Option<f64>,
+    /// Whether the measured server audits (false only to measure what the audit log costs).
+    pub audited: bool,
 }
 
 /// Measures one population size.
@@ -91,7 +97,12 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let import = runtime.block_on(crate::import(&population, &data_dir, settings.batch))?;
+    let import = runtime.block_on(crate::import(
+        &population,
+        &data_dir,
+        settings.batch,
+        settings.cache_mib,
+    ))?;
     locations::load_consents(&population, &plan, &data_dir)?;
     let main_file = data_dir.join("mpi.redb");
     let allocated =
@@ -121,14 +132,13 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
 
     let (population, plan) = (Arc::new(population), Arc::new(plan));
     let clients = Pinned::new(1, Flavour::CurrentThread)?;
-    let server = Arc::new(Running::spawn(
-        &data_dir,
-        tls.path(),
-        ca.clone(),
-        settings.cache_mib,
-        0,
-        settings.flavour,
-    )?);
+    let how = locations::ChildServer {
+        cache_mib: settings.cache_mib,
+        core: 0,
+        flavour: settings.flavour,
+        audited: settings.audited,
+    };
+    let server = Arc::new(Running::spawn(&data_dir, tls.path(), ca.clone(), how)?);
     let duration = Duration::from_secs(settings.seconds.max(1));
     let find = |label: &'static str| {
         let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
@@ -141,7 +151,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     let at_max = find("FindLocations, 64 in flight")??;
     let half = {
         let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
-        let target = rate(&at_max) / 2.0;
+        let target = settings.open_loop_rate.unwrap_or(rate(&at_max) / 2.0);
         clients.run(async move {
             locations::paced_find(
                 server.target(),
@@ -150,7 +160,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
                 target,
                 duration,
                 4,
-                "FindLocations at half the maximum",
+                "FindLocations, open loop",
             )
             .await
         })??
@@ -189,7 +199,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
 /// Prints the curve as a Markdown table.
 pub fn print(points: &[Point]) {
     println!(
-        "| persons | locations | import records/s | register locations/s | find/s (64 in flight) | find p50 / p99 ms | find at half max: p50 / p99 / p99.9 ms | mixed ops/s | page bytes per location | file bytes per location | server resident MiB (peak) |"
+        "| persons | locations | import records/s | register locations/s | find/s (64 in flight) | find p50 / p99 ms | find open loop (half max unless --open-loop-rate): p50 / p99 / p99.9 ms | mixed ops/s | page bytes per location | file bytes per location | server resident MiB (peak) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for p in points {

@@ -111,18 +111,20 @@ impl AuditWriter {
     }
 }
 
-/// Under load (the previous commit ended less than [`BUSY`] ago) the writer waits this long
-/// after the first event of a group before taking every event then waiting: fewer, larger
-/// commits for this much added latency. An idle server commits a lone event at once.
+/// Under load (the previous commit ended less than [`BUSY`] ago and took more than one event)
+/// the writer waits this long after the first event of a group before taking every event then
+/// waiting: fewer, larger commits for this much added latency. A server whose events come one
+/// at a time commits each at once: waiting would gather nothing.
 const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 /// See [`GATHER`].
 const BUSY: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Receiver<Pending>) {
     let mut last_commit = std::time::Instant::now() - BUSY;
+    let mut last_group = 0;
     while let Some(first) = receiver.blocking_recv() {
         let mut group = vec![first];
-        if last_commit.elapsed() < BUSY {
+        if last_group > 1 && last_commit.elapsed() < BUSY {
             // One sleep, not a polling loop: every wake-up is a context switch.
             std::thread::sleep(GATHER);
         }
@@ -132,6 +134,7 @@ fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Re
                 Err(_) => break,
             }
         }
+        last_group = group.len();
         let (rows, _) = chain_rows(head, group.iter().map(|pending| &pending.event));
         let index: Vec<(u64, IdentifierKey)> = group
             .iter()
