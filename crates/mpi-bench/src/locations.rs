@@ -664,7 +664,11 @@ const SLOW_MICROS: u64 = 10_000;
 /// Prints (to standard error) when the slow calls were sent: per 100 ms window of the run, how
 /// many took over [`SLOW_MICROS`] and the slowest, the ten worst windows in time order. A tail
 /// that comes in bursts points at a stall; one spread evenly, at a cost per call.
-fn report_slow_windows(label: &str, slow: &std::collections::BTreeMap<u64, (u32, u64)>) {
+fn report_slow_windows(
+    label: &str,
+    began: chrono::DateTime<chrono::Utc>,
+    slow: &std::collections::BTreeMap<u64, (u32, u64)>,
+) {
     let total: u32 = slow.values().map(|(calls, _)| calls).sum();
     if total == 0 {
         return;
@@ -684,7 +688,8 @@ fn report_slow_windows(label: &str, slow: &std::collections::BTreeMap<u64, (u32,
         })
         .collect();
     eprintln!(
-        "{label}: {total} calls over {} ms in {} windows of 100 ms; the worst: {}",
+        "{label} (from {}): {total} calls over {} ms in {} windows of 100 ms; the worst: {}",
+        began.format("%H:%M:%S%.3f"),
         SLOW_MICROS / 1000,
         slow.len(),
         windows.join(", ")
@@ -716,7 +721,7 @@ pub async fn paced_find(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let (mut owed, mut sent, mut refused) = (0.0f64, 0u64, 0u64);
-    let started = Instant::now();
+    let (started, began) = (Instant::now(), chrono::Utc::now());
     while started.elapsed() < duration {
         ticker.tick().await;
         owed += rate * tick.as_secs_f64();
@@ -758,7 +763,7 @@ pub async fn paced_find(
             Err(_) => failed += 1,
         }
     }
-    report_slow_windows(label, &slow);
+    report_slow_windows(label, began, &slow);
     anyhow::ensure!(
         refused == 0 && failed == 0,
         "{label}: {refused} calls not sent (2,048 waiting) and {failed} failed at {rate:.0}/s"
