@@ -654,10 +654,6 @@ fn find_row(
     }
 }
 
-/// FindLocations as in [`find`], but open loop: `rate` calls per second sent on schedule
-/// (every millisecond, whatever the answers take), each timed from its scheduled send, for
-/// `duration`. A call that would make more than 2,048 wait is not sent and fails the run, as
-/// does any error: at a rate the service sustains there are none.
 /// A call slower than this counts as slow in [`report_slow_windows`].
 const SLOW_MICROS: u64 = 10_000;
 
@@ -696,6 +692,11 @@ fn report_slow_windows(
     );
 }
 
+/// FindLocations as in [`find`], but open loop: `rate` calls per second sent on schedule
+/// (every millisecond, whatever the answers take), each timed from its scheduled send, for
+/// `duration`. A call that would make more than 2,048 wait is not sent and fails the run, as
+/// does any error: at a rate the service sustains there are none. When the slow calls were sent
+/// is printed by [`report_slow_windows`].
 pub async fn paced_find(
     server: &Target,
     population: &Population,

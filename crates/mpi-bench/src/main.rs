@@ -119,8 +119,9 @@ enum Command {
         #[arg(long)]
         unaudited: bool,
     },
-    /// The audited server over a data directory, pinned to one core, until standard input
-    /// closes (what `scale` runs as a child process to measure the server's memory alone).
+    /// The server over a data directory (audited unless `--unaudited`), pinned to one core,
+    /// until standard input closes (what `scale` runs as a child process, so that the server's
+    /// memory is measured alone).
     #[command(hide = true)]
     Serve {
         /// The data directory.
@@ -398,6 +399,11 @@ fn main() -> anyhow::Result<()> {
             open_loop_rate: *open_loop_rate,
             audited: !unaudited,
         };
+        if *unaudited {
+            println!(
+                "Served without the audit log (--unaudited): a measurement of what it costs, not how the server runs.\n"
+            );
+        }
         let mut points = Vec::new();
         for &persons in sizes {
             points.push(scale::measure(persons, &settings)?);
