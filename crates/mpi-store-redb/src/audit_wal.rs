@@ -122,21 +122,31 @@ fn sync_dir(dir: &Path) -> StoreResult<()> {
         .map_err(|e| io("cannot sync", dir, e))
 }
 
-/// Creates `path` holding [`SEGMENT_BYTES`] zeros, durably.
-fn zero_filled(path: &Path) -> StoreResult<File> {
+/// How much of a spare segment the folder writes before syncing it, when it fills one ahead
+/// of time: a sync waits for every write queued on the disk, so an appender's `fdatasync`
+/// that comes while the spare is being filled waits for at most this much zeros, not for the
+/// whole segment (docs/benchmarks.md: 10–20 ms stalls after each new segment before).
+const PACED_FILL_BYTES: u64 = 256 << 10;
+
+/// Creates `path` holding [`SEGMENT_BYTES`] zeros, durably. `paced` syncs after every
+/// [`PACED_FILL_BYTES`] (off the appending path); unpaced is faster in all.
+fn zero_filled(path: &Path, paced: bool) -> StoreResult<File> {
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .open(path)
         .map_err(|e| io("cannot create", path, e))?;
-    let zeros = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; PACED_FILL_BYTES as usize];
     let mut left = SEGMENT_BYTES;
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
         file.write_all(&zeros[..n])
             .map_err(|e| io("cannot fill", path, e))?;
         left -= n as u64;
+        if paced {
+            file.sync_data().map_err(|e| io("cannot sync", path, e))?;
+        }
     }
     file.sync_all().map_err(|e| io("cannot sync", path, e))?;
     Ok(file)
@@ -154,7 +164,7 @@ fn new_segment(
     let spare_path = dir.join(SPARE);
     let file = match spare {
         Some(file) => file,
-        None => zero_filled(&spare_path)?,
+        None => zero_filled(&spare_path, false)?,
     };
     std::fs::rename(&spare_path, &path).map_err(|e| io("cannot rename", &spare_path, e))?;
     // The new name must be durable before anything acknowledged depends on it.
@@ -507,7 +517,7 @@ impl Shared {
         // filling the same file.
         let mut spare = lock(&self.spare);
         if spare.is_none() {
-            *spare = Some(zero_filled(&self.dir.join(SPARE))?);
+            *spare = Some(zero_filled(&self.dir.join(SPARE), true)?);
         }
         Ok(())
     }
