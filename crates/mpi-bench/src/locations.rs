@@ -21,7 +21,7 @@ use mpi_core::records::{NewConsent, PatientRef};
 use mpi_core::service::Mpi;
 use mpi_proto::v1 as pb;
 use mpi_server::client::{ClientIdentity, connect};
-use mpi_server::config::{Config, FileConfig, Overrides, TlsSource};
+use mpi_server::config::TlsSource;
 use mpi_server::pki::CertAuthority;
 use mpi_store_redb::RedbStore;
 use mpi_synth::records::{ConsentClass, RecordPlan};
@@ -107,21 +107,13 @@ pub async fn serve_files(
     audited: bool,
     cache_mib: u64,
 ) -> anyhow::Result<Served> {
-    mpi_server::install_crypto_provider();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("off".into()),
-        data_dir: Some(data_dir.to_path_buf()),
-        ..Default::default()
-    };
-    let mut config = Config::resolve(FileConfig::default(), overrides)?;
+    let mut config = crate::local_config(data_dir, cache_mib)?;
     config.tls = TlsSource::Files {
         cert: tls_dir.join("server.pem"),
         key: tls_dir.join("server.key"),
         client_ca: tls_dir.join("ca.pem"),
     };
     config.limits.max_concurrent_streams = 1024;
-    config.store_cache_bytes = (cache_mib << 20) as usize;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?.to_string();
     let mut prepared = tokio::task::spawn_blocking(move || mpi_server::prepare(config)).await??;
@@ -255,20 +247,10 @@ impl Running {
             return None;
         };
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
-                .map(|kib| kib / 1024.0)
-        };
-        Some((field("VmRSS:")?, field("VmHWM:")?))
+        Some((
+            crate::soak::status_mib(&status, "VmRSS:")?,
+            crate::soak::status_mib(&status, "VmHWM:")?,
+        ))
     }
 
     /// Where clients connect.

@@ -220,13 +220,9 @@ fn wire_record(person: &Person, holding: &Holding) -> pb::QualificationRecord {
     }
 }
 
-/// Starts the real server on 127.0.0.1:0 over `data_dir` and imports the population's feed.
-async fn import(
-    population: &Population,
-    data_dir: &std::path::Path,
-    batch: usize,
-    cache_mib: u64,
-) -> anyhow::Result<Row> {
+/// The configuration of a benchmark server: 127.0.0.1:0 over `data_dir`, no metrics listener,
+/// `cache_mib` of store cache, the development PKI unless the caller sets `tls`.
+fn local_config(data_dir: &std::path::Path, cache_mib: u64) -> anyhow::Result<Config> {
     mpi_server::install_crypto_provider();
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
@@ -235,8 +231,19 @@ async fn import(
         ..Default::default()
     };
     let mut config = Config::resolve(FileConfig::default(), overrides)?;
-    config.limits.max_batch_items = batch.max(1000);
     config.store_cache_bytes = (cache_mib << 20) as usize;
+    Ok(config)
+}
+
+/// Starts the real server on 127.0.0.1:0 over `data_dir` and imports the population's feed.
+async fn import(
+    population: &Population,
+    data_dir: &std::path::Path,
+    batch: usize,
+    cache_mib: u64,
+) -> anyhow::Result<Row> {
+    let mut config = local_config(data_dir, cache_mib)?;
+    config.limits.max_batch_items = batch.max(1000);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?.to_string();
     let prepared = tokio::task::spawn_blocking(move || mpi_server::prepare(config)).await??;

@@ -222,19 +222,23 @@ impl Window {
 pub(crate) fn resident_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
+        .and_then(|status| status_mib(&status, "VmRSS:"))
+        .unwrap_or(0.0)
+}
+
+/// The field `name` (such as `VmRSS:`, in kB) of a `/proc/PID/status` text, in MiB.
+pub(crate) fn status_mib(status: &str, name: &str) -> Option<f64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
         })
-        .map_or(0.0, |kib| kib / 1024.0)
+        .map(|kib| kib / 1024.0)
 }
 
 /// The mixed load's maximum: 64 workers, each sending its next operation when the last is
