@@ -630,3 +630,102 @@ async fn an_idle_import_stream_is_closed_but_a_long_one_is_not() {
     let status = call.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
 }
+
+#[tokio::test]
+async fn a_stream_of_many_commits_stores_every_record_once_and_names_rejections_by_stream_index() {
+    // Commits of 100 records: the 1,050 records below are read, keyed and stored in eleven
+    // transactions, each keyed while the one before commits.
+    let server = TestServer::start_with(|config| config.limits.import_commit_records = 100).await;
+    let mut client = server.history("history-provider").await;
+    let earlier = insured(KYOKAI, "2", "1", "01");
+    let later = insured(KENPO, "2", "2", "00");
+    let records: Vec<_> = (0..1050)
+        .map(|i| match i {
+            // One person whose two records fall into the first and the last commit.
+            5 => record(
+                "synth-pair",
+                earlier.clone(),
+                "2010-04-01",
+                "2015-03-31",
+                "1970-05-05",
+                Female,
+            ),
+            1045 => record(
+                "synth-pair",
+                later.clone(),
+                "2015-04-01",
+                "",
+                "1970-05-05",
+                Female,
+            ),
+            777 => record(
+                "synth-bad",
+                insured(KYOKAI, "1", "777", "01"),
+                "2020-02-30",
+                "",
+                "1980-01-01",
+                Male,
+            ),
+            _ => record(
+                &format!("synth-{i}"),
+                insured(KYOKAI, "1", &i.to_string(), "01"),
+                "2020-01-01",
+                "",
+                "1980-01-01",
+                Male,
+            ),
+        })
+        .collect();
+    let messages: Vec<_> = records
+        .chunks(100)
+        .map(|chunk| pb::ImportQualificationsRequest {
+            records: chunk.to_vec(),
+        })
+        .collect();
+    let summary = client
+        .import_qualifications(tokio_stream::iter(messages.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (summary.accepted, summary.unchanged, summary.rejected),
+        (1049, 0, 1)
+    );
+    let named: Vec<_> = summary
+        .rejections
+        .iter()
+        .map(|r| (r.record_index, r.field.as_str()))
+        .collect();
+    assert_eq!(named, [(777, "qualification_start")]);
+    // Both of the person's records were stored, in different transactions, as one person.
+    let answer = same(
+        &mut client,
+        at(earlier, "2012-01-01"),
+        at(later, "2020-01-01"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer, Same);
+    // The first and the last of the others are there too.
+    for i in [0, 1049] {
+        let id = insured(KYOKAI, "1", &i.to_string(), "01");
+        let answer = same(
+            &mut client,
+            at(id.clone(), "2021-01-01"),
+            at(id, "2021-01-01"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer, Same, "record {i}");
+    }
+    // Replayed, nothing changes.
+    let replay = client
+        .import_qualifications(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (replay.accepted, replay.unchanged, replay.rejected),
+        (0, 1049, 1)
+    );
+}

@@ -96,7 +96,14 @@ impl Mpi {
         &self,
         records: &[QualificationRecord],
     ) -> ServiceResult<ImportCounts> {
-        let entries: Vec<QualificationEntry> = records
+        self.store_qualifications(&self.key_qualifications(records))
+    }
+
+    /// The first half of [`Mpi::import_qualifications`]: the records' identifiers replaced by
+    /// their keyed hashes, the only form the store holds. It touches no store, so a caller may
+    /// key one batch while the previous one commits.
+    pub fn key_qualifications(&self, records: &[QualificationRecord]) -> Vec<QualificationEntry> {
+        records
             .iter()
             .map(|record| QualificationEntry {
                 insured_key: self.keyer.insured(&record.insured_id),
@@ -106,8 +113,15 @@ impl Mpi {
                 demographic: self.keyer.demographic(record.birth_date, record.sex),
                 reason_of_loss: record.reason_of_loss,
             })
-            .collect();
-        let outcomes = self.store.upsert_qualifications(&entries)?;
+            .collect()
+    }
+
+    /// The second half of [`Mpi::import_qualifications`]: one atomic transaction.
+    pub fn store_qualifications(
+        &self,
+        entries: &[QualificationEntry],
+    ) -> ServiceResult<ImportCounts> {
+        let outcomes = self.store.upsert_qualifications(entries)?;
         let unchanged = outcomes
             .iter()
             .filter(|o| **o == UpsertOutcome::Unchanged)

@@ -92,6 +92,8 @@ pub struct LimitsFileConfig {
     pub max_message_bytes: Option<u64>,
     /// `limits.max_batch_items`.
     pub max_batch_items: Option<u64>,
+    /// `limits.import_commit_records`.
+    pub import_commit_records: Option<u64>,
     /// `limits.max_concurrent_streams`.
     pub max_concurrent_streams: Option<u64>,
     /// `limits.max_connections`.
@@ -157,6 +159,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most items in one batch (records per import message, locations per registration).
     pub max_batch_items: usize,
+    /// Records of an import stream committed in one transaction (memory per stream grows with
+    /// it; so does throughput, as the store grows, and how long each commit holds the writer).
+    pub import_commit_records: usize,
     /// HTTP/2 concurrent streams per connection.
     pub max_concurrent_streams: u32,
     /// Open connections; further ones wait in the listen backlog.
@@ -172,6 +177,7 @@ impl Default for Limits {
         Self {
             max_message_bytes: 4 * 1024 * 1024,
             max_batch_items: 1000,
+            import_commit_records: 250_000,
             max_concurrent_streams: 128,
             max_connections: 1024,
             request_timeout: Duration::from_secs(30),
@@ -349,6 +355,13 @@ impl Config {
                 1,
                 10_000,
             )? as usize,
+            import_commit_records: bounded(
+                "limits.import_commit_records",
+                l.import_commit_records,
+                defaults.import_commit_records as u64,
+                1,
+                1_000_000,
+            )? as usize,
             max_concurrent_streams: bounded(
                 "limits.max_concurrent_streams",
                 l.max_concurrent_streams,
@@ -448,6 +461,10 @@ mod tests {
             Some(defaults.max_batch_items as u64)
         );
         assert_eq!(
+            limits.import_commit_records,
+            Some(defaults.import_commit_records as u64)
+        );
+        assert_eq!(
             limits.max_concurrent_streams,
             Some(u64::from(defaults.max_concurrent_streams))
         );
@@ -476,6 +493,12 @@ mod tests {
         let err = Config::resolve(file("[limits]\nmax_batch_items = 0"), Overrides::default())
             .unwrap_err();
         assert_eq!(err.setting, "limits.max_batch_items");
+        let err = Config::resolve(
+            file("[limits]\nimport_commit_records = 1000001"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.setting, "limits.import_commit_records");
         let err = Config::resolve(file("listen = \"nowhere\""), Overrides::default()).unwrap_err();
         assert_eq!(err.setting, "listen");
         let err = Config::resolve(file("production = true"), Overrides::default()).unwrap_err();
