@@ -173,6 +173,7 @@ pub fn run(
     connections: usize,
     concurrency: usize,
     server_flavour: Flavour,
+    cache_mib: u64,
 ) -> anyhow::Result<(Vec<Row>, String)> {
     let servers = Pinned::new(0, server_flavour)?;
     let clients = Pinned::new(1, Flavour::CurrentThread)?;
@@ -182,7 +183,8 @@ pub fn run(
     let ca = Arc::new(CertAuthority::generate("mpi-bench CA")?);
     let server = {
         let (data_dir, tls_dir, ca) = (data_dir.to_path_buf(), tls_dir.clone(), ca.clone());
-        servers.run(async move { Running::start(&data_dir, &tls_dir, ca, true).await })??
+        servers
+            .run(async move { Running::start(&data_dir, &tls_dir, ca, true, cache_mib).await })??
     };
     let server = Arc::new(server);
     // A real answer, to echo: the size of a typical FindLocations response.

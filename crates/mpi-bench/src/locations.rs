@@ -166,19 +166,9 @@ pub fn serve_child(data_dir: &Path, tls_dir: &Path, how: ChildServer) -> anyhow:
 }
 
 impl Running {
-    /// Starts the real server on 127.0.0.1:0 over `data_dir`, with TLS from `ca`.
+    /// Starts the real server on 127.0.0.1:0 over `data_dir`, with TLS from `ca` and
+    /// `cache_mib` of page cache for the store files.
     pub async fn start(
-        data_dir: &Path,
-        tls_dir: &Path,
-        ca: Arc<CertAuthority>,
-        audited: bool,
-    ) -> anyhow::Result<Self> {
-        let cache_mib = mpi_server::config::DEFAULT_STORE_CACHE_MIB;
-        Self::start_cached(data_dir, tls_dir, ca, audited, cache_mib).await
-    }
-
-    /// [`Running::start`] with `cache_mib` of page cache for the main store file.
-    pub async fn start_cached(
         data_dir: &Path,
         tls_dir: &Path,
         ca: Arc<CertAuthority>,

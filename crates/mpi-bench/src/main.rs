@@ -13,10 +13,10 @@
 //!
 //! Run with `cargo run --release -p mpi-bench -- all --persons 100000`.
 
-/// The allocator `kouiki-mpi serve` runs with (see its `main.rs`), so that the server measured
-/// here allocates as the real one does.
+/// The allocator `kouiki-mpi serve` runs with, set as it sets it (see its `main.rs`), so that
+/// the server measured here allocates as the real one does.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: mpi_alloc::Allocator = mpi_alloc::Allocator;
 
 mod floor;
 mod locations;
@@ -79,6 +79,10 @@ struct Cli {
     /// `locations`: rounds of (audit on, audit off) FindLocations measurements.
     #[arg(long, default_value_t = 2, global = true)]
     rounds: usize,
+    /// Page cache of the store files of every server the benchmark starts, in MiB
+    /// (`store.cache_mib`).
+    #[arg(long, default_value_t = mpi_server::config::DEFAULT_STORE_CACHE_MIB, global = true)]
+    cache_mib: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,9 +112,6 @@ enum Command {
         /// Where to write a PNG plot of throughput and p99 against population size.
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
-        /// Page cache of the store files, in MiB (`store.cache_mib`).
-        #[arg(long, default_value_t = mpi_server::config::DEFAULT_STORE_CACHE_MIB)]
-        cache_mib: u64,
         /// Run the open-loop FindLocations at this many calls per second instead of half the
         /// maximum (to see how latency depends on load).
         #[arg(long)]
@@ -130,9 +131,6 @@ enum Command {
         /// Where `ca.pem`, `server.pem` and `server.key` are.
         #[arg(long)]
         tls_dir: std::path::PathBuf,
-        /// Page cache of the store files, in MiB.
-        #[arg(long)]
-        cache_mib: u64,
         /// The core to run on.
         #[arg(long, default_value_t = 0)]
         core: usize,
@@ -152,9 +150,6 @@ enum Command {
         /// Fraction of the measured maximum to run at.
         #[arg(long, default_value_t = 0.7)]
         fraction: f64,
-        /// Page cache of the main store file, in MiB (`store.cache_mib`).
-        #[arg(long, default_value_t = mpi_server::config::DEFAULT_STORE_CACHE_MIB)]
-        cache_mib: u64,
     },
 }
 
@@ -366,6 +361,7 @@ fn resolve(
 }
 
 fn main() -> anyhow::Result<()> {
+    mpi_alloc::retain_freed_memory();
     let cli = Cli::parse();
     if matches!(cli.command, Command::AuditCommit) {
         return audit_commit();
@@ -373,13 +369,12 @@ fn main() -> anyhow::Result<()> {
     if let Command::Serve {
         data_dir,
         tls_dir,
-        cache_mib,
         core,
         unaudited,
     } = &cli.command
     {
         let how = locations::ChildServer {
-            cache_mib: *cache_mib,
+            cache_mib: cli.cache_mib,
             core: *core,
             flavour: server_flavour(&cli),
             audited: !unaudited,
@@ -389,7 +384,6 @@ fn main() -> anyhow::Result<()> {
     if let Command::Scale {
         sizes,
         plot,
-        cache_mib,
         open_loop_rate,
         unaudited,
     } = &cli.command
@@ -402,7 +396,7 @@ fn main() -> anyhow::Result<()> {
             register_in_flight: cli.register_in_flight,
             seconds: cli.seconds,
             flavour: server_flavour(&cli),
-            cache_mib: *cache_mib,
+            cache_mib: cli.cache_mib,
             open_loop_rate: *open_loop_rate,
             audited: !unaudited,
         };
@@ -418,8 +412,9 @@ fn main() -> anyhow::Result<()> {
         scale::print(&points);
         if let Some(path) = plot {
             let caption = format!(
-                "kouiki-mpi scale curve ({} cores, server pinned to core 0, client to core 1; {cache_mib} MiB store cache)",
-                std::thread::available_parallelism().map_or(0, usize::from)
+                "kouiki-mpi scale curve ({} cores, server pinned to core 0, client to core 1; {} MiB store cache)",
+                std::thread::available_parallelism().map_or(0, usize::from),
+                cli.cache_mib
             );
             scale::plot(&points, path, &caption)?;
             println!("plot written to {}", path.display());
@@ -444,12 +439,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
-    rows.push(runtime.block_on(import(
-        &population,
-        &data_dir,
-        cli.batch,
-        mpi_server::config::DEFAULT_STORE_CACHE_MIB,
-    ))?);
+    rows.push(runtime.block_on(import(&population, &data_dir, cli.batch, cli.cache_mib))?);
     if matches!(cli.command, Command::Floor) {
         let plan =
             mpi_synth::records::plan_records(&population, cli.networks, cli.events, cli.seed);
@@ -457,7 +447,8 @@ fn main() -> anyhow::Result<()> {
         let tls = tempfile::tempdir()?;
         let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
         rows.push(runtime.block_on(async {
-            let server = locations::Running::start(&data_dir, tls.path(), ca, true).await?;
+            let server =
+                locations::Running::start(&data_dir, tls.path(), ca, true, cli.cache_mib).await?;
             let register =
                 locations::register(&server, &population, &plan, cli.register_in_flight).await?;
             server.stop().await?;
@@ -472,6 +463,7 @@ fn main() -> anyhow::Result<()> {
             cli.connections,
             cli.concurrency,
             server_flavour(&cli),
+            cli.cache_mib,
         )?;
         rows.extend(measured);
         print_rows(&rows);
@@ -482,7 +474,6 @@ fn main() -> anyhow::Result<()> {
         duration,
         window,
         fraction,
-        cache_mib,
     } = cli.command
     {
         let plan =
@@ -492,8 +483,7 @@ fn main() -> anyhow::Result<()> {
         let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
         return runtime.block_on(async {
             let server =
-                locations::Running::start_cached(&data_dir, tls.path(), ca, true, cache_mib)
-                    .await?;
+                locations::Running::start(&data_dir, tls.path(), ca, true, cli.cache_mib).await?;
             let register =
                 locations::register(&server, &population, &plan, cli.register_in_flight).await?;
             println!(
@@ -542,7 +532,9 @@ fn main() -> anyhow::Result<()> {
             move || -> anyhow::Result<u64> { Ok(RedbStore::open(&main_file)?.allocated_bytes()?) };
         let before = allocated.clone()()?;
         let (register, after, finds) = runtime.block_on(async {
-            let server = locations::Running::start(&data_dir, tls.path(), ca.clone(), true).await?;
+            let server =
+                locations::Running::start(&data_dir, tls.path(), ca.clone(), true, cli.cache_mib)
+                    .await?;
             let register =
                 locations::register(&server, &population, &plan, cli.register_in_flight).await?;
             server.stop().await?;
@@ -551,9 +543,14 @@ fn main() -> anyhow::Result<()> {
             let mut finds = Vec::new();
             for _ in 0..cli.rounds.max(1) {
                 for audited in [true, false] {
-                    let server =
-                        locations::Running::start(&data_dir, tls.path(), ca.clone(), audited)
-                            .await?;
+                    let server = locations::Running::start(
+                        &data_dir,
+                        tls.path(),
+                        ca.clone(),
+                        audited,
+                        cli.cache_mib,
+                    )
+                    .await?;
                     let label = if audited {
                         "FindLocations (mTLS, consent-filtered, audit ON)"
                     } else {

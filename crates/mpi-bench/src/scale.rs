@@ -110,8 +110,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     let before = allocated()?;
     let register = runtime.block_on(async {
         let server =
-            Running::start_cached(&data_dir, tls.path(), ca.clone(), true, settings.cache_mib)
-                .await?;
+            Running::start(&data_dir, tls.path(), ca.clone(), true, settings.cache_mib).await?;
         let register =
             locations::register(&server, &population, &plan, settings.register_in_flight).await?;
         server.stop().await?;
