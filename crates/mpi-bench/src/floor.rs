@@ -164,17 +164,31 @@ async fn start_echo(
     Ok((address, stop))
 }
 
-/// The two measurements and kouiki-mpi's ratio to the floor.
+/// How the client loads each server.
+pub struct Load {
+    /// How long each measurement runs.
+    pub duration: Duration,
+    /// Client connections.
+    pub connections: usize,
+    /// Calls in flight.
+    pub concurrency: usize,
+}
+
+/// The two measurements and kouiki-mpi's ratio to the floor; kouiki-mpi with `cache_mib` of
+/// store cache.
 pub fn run(
     data_dir: &std::path::Path,
     population: Arc<Population>,
     plan: Arc<RecordPlan>,
-    duration: Duration,
-    connections: usize,
-    concurrency: usize,
+    load: Load,
     server_flavour: Flavour,
     cache_mib: u64,
 ) -> anyhow::Result<(Vec<Row>, String)> {
+    let Load {
+        duration,
+        connections,
+        concurrency,
+    } = load;
     let servers = Pinned::new(0, server_flavour)?;
     let clients = Pinned::new(1, Flavour::CurrentThread)?;
     pin(1);

@@ -459,9 +459,11 @@ fn main() -> anyhow::Result<()> {
             &data_dir,
             Arc::new(population),
             Arc::new(plan),
-            std::time::Duration::from_secs(cli.seconds.max(1)),
-            cli.connections,
-            cli.concurrency,
+            floor::Load {
+                duration: std::time::Duration::from_secs(cli.seconds.max(1)),
+                connections: cli.connections,
+                concurrency: cli.concurrency,
+            },
             server_flavour(&cli),
             cli.cache_mib,
         )?;
