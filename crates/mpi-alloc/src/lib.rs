@@ -32,7 +32,8 @@ pub fn retain_freed_memory() {
 }
 
 /// mimalloc's purge delay in milliseconds (-1: never).
-pub fn purge_delay() -> i64 {
+#[cfg(test)]
+fn purge_delay() -> i64 {
     // SAFETY: reading an option takes no pointers; `mi_option_get` is safe to call at any time.
     #[allow(unsafe_code)]
     let value = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };

@@ -412,7 +412,8 @@ impl QualificationHistoryAdapter {
         // has leaves: at 1,000,000 persons, commits of 50,000 imported ≈ 50,000 records/s and
         // of 250,000 ≈ 95,000/s (docs/benchmarks.md).
         let commit_records = self.0.limits.import_commit_records.max(1);
-        let mut pending: Vec<QualificationRecord> = Vec::with_capacity(commit_records);
+        // Grown as records come, so that a short stream does not reserve a whole batch.
+        let mut pending: Vec<QualificationRecord> = Vec::new();
         // One commit runs while the next batch is read and validated.
         let mut in_flight: Option<JoinHandle<ServiceResult<ImportCounts>>> = None;
         let max_batch = self.0.limits.max_batch_items;
@@ -445,17 +446,14 @@ impl QualificationHistoryAdapter {
                 record_index += 1;
             }
             if pending.len() >= commit_records {
-                let batch = std::mem::replace(&mut pending, Vec::with_capacity(commit_records));
+                let batch = std::mem::take(&mut pending);
                 // Keyed on another thread while the previous batch commits.
                 let mpi = self.0.mpi.clone();
-                let keyed = tokio::task::spawn_blocking(move || mpi.key_qualifications(&batch));
+                let keyed = tokio::task::spawn_blocking(move || Ok(mpi.key_qualifications(&batch)));
                 if let Some(previous) = in_flight.take() {
-                    summary.add(join_commit(previous).await?);
+                    summary.add(joined(previous).await?);
                 }
-                let entries = keyed.await.map_err(|error| {
-                    tracing::error!(error = %error, "import keying task failed");
-                    Status::internal("internal error")
-                })?;
+                let entries = joined(keyed).await?;
                 let mpi = self.0.mpi.clone();
                 in_flight = Some(tokio::task::spawn_blocking(move || {
                     mpi.store_qualifications(&entries)
@@ -463,7 +461,7 @@ impl QualificationHistoryAdapter {
             }
         }
         if let Some(previous) = in_flight.take() {
-            summary.add(join_commit(previous).await?);
+            summary.add(joined(previous).await?);
         }
         if !pending.is_empty() {
             let mpi = self.0.mpi.clone();
@@ -479,13 +477,12 @@ impl QualificationHistoryAdapter {
     }
 }
 
-async fn join_commit(
-    handle: JoinHandle<ServiceResult<ImportCounts>>,
-) -> Result<ImportCounts, Status> {
+/// The result of an import's keying or commit task.
+async fn joined<T>(handle: JoinHandle<ServiceResult<T>>) -> Result<T, Status> {
     match handle.await {
         Ok(result) => result.map_err(to_status),
         Err(error) => {
-            tracing::error!(error = %error, "import commit task failed");
+            tracing::error!(error = %error, "import task failed");
             Err(Status::internal("internal error"))
         }
     }
