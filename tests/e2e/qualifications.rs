@@ -363,18 +363,7 @@ async fn twins_on_a_household_number_are_ambiguous_never_guessed() {
 async fn an_oversized_batch_is_resource_exhausted() {
     let server = TestServer::start_with(|config| config.limits.max_batch_items = 10).await;
     let mut client = server.history("history-provider").await;
-    let records: Vec<_> = (0..11)
-        .map(|i| {
-            record(
-                &format!("synth-{i}"),
-                insured(KYOKAI, "1", &i.to_string(), "01"),
-                "2020-01-01",
-                "",
-                "1980-01-01",
-                Male,
-            )
-        })
-        .collect();
+    let records: Vec<_> = (0..11).map(numbered).collect();
     let messages = vec![pb::ImportQualificationsRequest { records }];
     let status = client
         .import_qualifications(tokio_stream::iter(messages))
@@ -666,14 +655,7 @@ async fn a_stream_of_many_commits_stores_every_record_once_and_names_rejections_
                 "1980-01-01",
                 Male,
             ),
-            _ => record(
-                &format!("synth-{i}"),
-                insured(KYOKAI, "1", &i.to_string(), "01"),
-                "2020-01-01",
-                "",
-                "1980-01-01",
-                Male,
-            ),
+            _ => numbered(i),
         })
         .collect();
     let messages: Vec<_> = records
@@ -728,4 +710,16 @@ async fn a_stream_of_many_commits_stores_every_record_once_and_names_rejections_
         (replay.accepted, replay.unchanged, replay.rejected),
         (0, 1049, 1)
     );
+}
+
+/// Person `synth-{i}`, holding insured number `i` under the 協会けんぽ since 2020-01-01.
+fn numbered(i: usize) -> pb::QualificationRecord {
+    record(
+        &format!("synth-{i}"),
+        insured(KYOKAI, "1", &i.to_string(), "01"),
+        "2020-01-01",
+        "",
+        "1980-01-01",
+        Male,
+    )
 }

@@ -13,9 +13,9 @@
 /// The global allocator: `#[global_allocator] static A: mpi_alloc::Allocator = mpi_alloc::Allocator;`.
 pub use mimalloc::MiMalloc as Allocator;
 
-/// mimalloc's `mi_option_purge_delay`: its position (counted from 0) in `mi_option_e` of the mimalloc (v3)
-/// that `libmimalloc-sys` 0.1.49 builds (`c_src/mimalloc/v3/include/mimalloc.h`). The
-/// dependency is pinned so that the position cannot move under this constant.
+/// mimalloc's `mi_option_purge_delay`: its position (counted from 0) in `mi_option_e` of the
+/// mimalloc (v3) that `libmimalloc-sys` 0.1.49 builds (`c_src/mimalloc/v3/include/mimalloc.h`).
+/// The dependency is pinned so that the position cannot move under this constant.
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// The environment variable through which mimalloc reads the same option at start-up; if an
@@ -27,32 +27,27 @@ pub const PURGE_DELAY_VARIABLE: &str = "MIMALLOC_PURGE_DELAY";
 /// starts.
 pub fn retain_freed_memory() {
     if std::env::var_os(PURGE_DELAY_VARIABLE).is_none() {
-        set_purge_delay(-1);
+        // SAFETY: `mi_option_set` takes no pointers; mimalloc documents it as not thread-safe,
+        // so it is called before the program starts other threads (see above). -1: never purge.
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, -1)
+        };
     }
-}
-
-/// mimalloc's purge delay in milliseconds (-1: never).
-#[cfg(test)]
-fn purge_delay() -> i64 {
-    // SAFETY: reading an option takes no pointers; `mi_option_get` is safe to call at any time.
-    #[allow(unsafe_code)]
-    let value = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
-    value
-}
-
-fn set_purge_delay(milliseconds: i64) {
-    let value = std::ffi::c_long::try_from(milliseconds).unwrap_or(-1);
-    // SAFETY: `mi_option_set` takes no pointers; mimalloc documents it as not thread-safe, so
-    // it is called before the program starts other threads (see `retain_freed_memory`).
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, value)
-    };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The value of mimalloc's option at `index`.
+    fn option(index: libmimalloc_sys::mi_option_t) -> std::ffi::c_long {
+        // SAFETY: reading an option takes no pointers; `mi_option_get` may be called any time.
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_option_get(index)
+        }
+    }
 
     #[test]
     fn the_option_is_mimallocs_purge_delay_and_retaining_sets_it_to_never() {
@@ -60,16 +55,14 @@ mod tests {
         // after it in the enum (`use_numa_nodes`) defaults to 0: a moved index would read
         // something else.
         if std::env::var_os(PURGE_DELAY_VARIABLE).is_none() {
-            assert_eq!(purge_delay(), 1000, "not mimalloc's purge delay");
-            // SAFETY: as in `purge_delay`.
-            #[allow(unsafe_code)]
-            let next = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY + 1) };
+            assert_eq!(option(PURGE_DELAY), 1000, "not mimalloc's purge delay");
             assert_eq!(
-                next, 0,
+                option(PURGE_DELAY + 1),
+                0,
                 "the option after the purge delay is not use_numa_nodes"
             );
             retain_freed_memory();
-            assert_eq!(purge_delay(), -1);
+            assert_eq!(option(PURGE_DELAY), -1);
         }
     }
 }
