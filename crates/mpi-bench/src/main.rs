@@ -230,13 +230,14 @@ fn local_config(data_dir: &std::path::Path, cache_mib: u64) -> anyhow::Result<Co
     Ok(config)
 }
 
-/// Starts the real server on 127.0.0.1:0 over `data_dir` and imports the population's feed.
+/// Starts the real server on 127.0.0.1:0 over `data_dir` and imports the population's feed,
+/// with an operator changing a consent beside it ([`consent_probe`]).
 async fn import(
     population: &Population,
     data_dir: &std::path::Path,
     batch: usize,
     cache_mib: u64,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<(Row, Row)> {
     let mut config = local_config(data_dir, cache_mib)?;
     config.limits.max_batch_items = batch.max(1000);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -275,16 +276,27 @@ async fn import(
             })
             .collect::<Vec<_>>(),
     );
+    let operator = connect(&address, &ClientIdentity::from_dev_pki(&pki, "operator")?).await?;
+    let first = &population.persons[0];
+    let patient = first
+        .card_on(population.until)
+        .map(|holding| locations::wire_patient(first, holding))
+        .context("the first synthetic person holds no card today")?;
+    let (importing, imported) = tokio::sync::watch::channel(false);
+    let probe = tokio::spawn(consent_probe(operator, patient, imported));
     let started = Instant::now();
-    let summary = client.import_qualifications(messages).await?.into_inner();
+    let summary = client.import_qualifications(messages).await;
     let seconds = started.elapsed().as_secs_f64();
+    let _ = importing.send(true);
+    let probed = probe.await??;
+    let summary = summary?.into_inner();
     anyhow::ensure!(
         summary.accepted == records && summary.rejected == 0,
         "import was not clean: {summary:?}"
     );
     let _ = stop.send(());
     server.await??;
-    Ok(Row {
+    let import = Row {
         name: "ImportQualifications (mTLS, durable)",
         operations: records,
         seconds,
@@ -293,6 +305,80 @@ async fn import(
             population.persons.len()
         ),
         latency: None,
+    };
+    Ok((import, probed))
+}
+
+/// The network the probe's consents are given to (any valid network ID).
+const PROBE_NETWORK: &str = "13-0001";
+
+/// Milliseconds between two consent changes of [`consent_probe`].
+const PROBE_PAUSE_MS: u64 = 200;
+
+/// An operator recording a disclosure consent and revoking it, one call after the other with a
+/// pause between pairs, while an import runs (until `done`): how long a consent change waits
+/// for the store's single writer behind the import's commits. Calls answered NOT_FOUND (the
+/// patient's records not yet committed) are retried and not counted.
+async fn consent_probe(
+    operator: tonic::transport::Channel,
+    patient: pb::PatientReference,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Row> {
+    let mut client = pb::consent_client::ConsentClient::new(operator);
+    let mut micros = Vec::new();
+    let started = Instant::now();
+    let mut n = 0u64;
+    while !*done.borrow() {
+        n += 1;
+        let sent = Instant::now();
+        let recorded = client
+            .record_consent(pb::RecordConsentRequest {
+                patient: Some(patient.clone()),
+                kind: pb::ConsentKind::Disclosure.into(),
+                network_id: PROBE_NETWORK.into(),
+                scope: Some(pb::DisclosureScope {
+                    recipients: Some(pb::Recipients {
+                        recipients: Some(pb::recipients::Recipients::AnyFacility(true)),
+                    }),
+                    ..Default::default()
+                }),
+                evidence_reference: format!("import-probe-{n}"),
+                ..Default::default()
+            })
+            .await;
+        match recorded {
+            Ok(recorded) => {
+                micros.push(sent.elapsed().as_micros() as u64);
+                let sent = Instant::now();
+                client
+                    .revoke_consent(pb::RevokeConsentRequest {
+                        consent_id: recorded.into_inner().consent_id,
+                        reason: "import probe: withdrawn".into(),
+                        purge: false,
+                    })
+                    .await?;
+                micros.push(sent.elapsed().as_micros() as u64);
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => return Err(status.into()),
+        }
+        let pause = tokio::time::sleep(std::time::Duration::from_millis(PROBE_PAUSE_MS));
+        tokio::select! {
+            () = pause => {}
+            _ = done.changed() => {}
+        }
+    }
+    let changes = micros.len() as u64;
+    let slowest = micros.iter().copied().max().unwrap_or(0);
+    Ok(Row {
+        name: "RecordConsent, RevokeConsent during the import (operator)",
+        operations: changes,
+        seconds: started.elapsed().as_secs_f64(),
+        note: format!(
+            "one record and one revoke every {PROBE_PAUSE_MS} ms once the patient is stored; slowest {:.0} ms",
+            slowest as f64 / 1000.0
+        ),
+        latency: Some(locations::percentiles(micros)),
     })
 }
 
@@ -439,7 +525,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
-    rows.push(runtime.block_on(import(&population, &data_dir, cli.batch, cli.cache_mib))?);
+    let (imported, probed) =
+        runtime.block_on(import(&population, &data_dir, cli.batch, cli.cache_mib))?;
+    rows.push(imported);
+    if matches!(cli.command, Command::Import) {
+        rows.push(probed);
+    }
     if matches!(cli.command, Command::Floor) {
         let plan =
             mpi_synth::records::plan_records(&population, cli.networks, cli.events, cli.seed);
@@ -599,9 +690,6 @@ fn main() -> anyhow::Result<()> {
         ));
         rows.push(register);
         rows.extend(finds.into_iter().map(|(_, row)| row));
-    }
-    if matches!(cli.command, Command::Import) {
-        rows.truncate(1);
     }
     print_rows(&rows);
     println!(

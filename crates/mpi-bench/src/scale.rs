@@ -97,7 +97,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let import = runtime.block_on(crate::import(
+    let (import, probed) = runtime.block_on(crate::import(
         &population,
         &data_dir,
         settings.batch,
@@ -123,9 +123,13 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
         .iter()
         .map(|name| std::fs::metadata(data_dir.join(name)).map_or(0, |m| m.len()))
         .sum();
+    let waited = probed.latency.unwrap_or_default();
     eprintln!(
-        "scale {persons}: {} records imported, {stored} locations registered ({:.0} s so far)",
+        "scale {persons}: {} records imported (consent changes beside it: {}, p50 {:.1} ms, p99 {:.1} ms), {stored} locations registered ({:.0} s so far)",
         import.operations,
+        probed.operations,
+        waited.p50 as f64 / 1000.0,
+        waited.p99 as f64 / 1000.0,
         started.elapsed().as_secs_f64()
     );
 

@@ -90,7 +90,8 @@ impl Mpi {
         &self.keyer
     }
 
-    /// Stores one batch of validated records in one atomic transaction. Replaying a batch
+    /// Stores one batch of validated records durably: in one atomic transaction, or in several
+    /// when other writers wait meanwhile ([`Store::upsert_qualifications`]). Replaying a batch
     /// changes nothing.
     pub fn import_qualifications(
         &self,
@@ -116,7 +117,7 @@ impl Mpi {
             .collect()
     }
 
-    /// The second half of [`Mpi::import_qualifications`]: one atomic transaction.
+    /// The second half of [`Mpi::import_qualifications`]: the store's upsert.
     pub fn store_qualifications(
         &self,
         entries: &[QualificationEntry],

@@ -318,10 +318,12 @@ pub fn revocation_effects(
 /// Persistence for the MPI. One conformance suite (`mpi-store-conformance`) runs against every
 /// implementation.
 pub trait Store: Send + Sync + 'static {
-    /// Upserts qualification entries in one atomic, durable transaction, keyed by
-    /// (insured key, person reference key, start). Assigns a fresh random `PersonKey` to every
-    /// person reference seen for the first time. Returns one outcome per entry, in order; a
-    /// later duplicate of an earlier entry in the same batch is `Unchanged`.
+    /// Upserts qualification entries durably, keyed by (insured key, person reference key,
+    /// start). Assigns a fresh random `PersonKey` to every person reference seen for the first
+    /// time. Returns one outcome per entry, in order; a later duplicate of an earlier entry in
+    /// the same batch is `Unchanged`. A store may commit a large batch in several atomic
+    /// transactions, each entry with its person, to let other writers in between; on an error
+    /// the earlier ones stay stored, which a replay of the batch finds `Unchanged`.
     fn upsert_qualifications(
         &self,
         entries: &[QualificationEntry],

@@ -159,8 +159,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most items in one batch (records per import message, locations per registration).
     pub max_batch_items: usize,
-    /// Records of an import stream committed in one transaction (memory per stream grows with
-    /// it; so does throughput, as the store grows, and how long each commit holds the writer).
+    /// Records of an import stream committed together (memory per stream grows with it; so does
+    /// throughput, as the store grows). The store lets waiting writers in during a long one.
     pub import_commit_records: usize,
     /// HTTP/2 concurrent streams per connection.
     pub max_concurrent_streams: u32,

@@ -584,6 +584,41 @@ pub const SCHEMA_VERSION: u64 = 3;
 /// Location index entries copied per transaction when a version 1 file is migrated.
 const MIGRATE_ROWS: usize = 100_000;
 
+/// How long a qualification upsert holds the main file's writer at least before it commits
+/// what it has written to let a waiting writer (a consent change, a registration) in. Commits of
+/// a large import take seconds at a million persons; without this, a revocation waited for them.
+const YIELD_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Entries a qualification upsert writes between two looks at the waiting writers.
+const YIELD_CHECK_EVERY: usize = 1024;
+
+/// How long a qualification upsert that committed to let writers in waits for them at most.
+const STEP_ASIDE_AT_MOST: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Gives every reference without a person a fresh one.
+fn add_persons(txn: &redb::WriteTransaction, references: &[IdentifierKey]) -> StoreResult<()> {
+    let mut persons = txn.open_table(PERSONS).map_err(engine)?;
+    let mut members = txn.open_table(MEMBERS).map_err(engine)?;
+    for reference in references {
+        if persons
+            .get(reference.0.as_slice())
+            .map_err(engine)?
+            .is_none()
+        {
+            // A reference without a person is a cluster of itself, and so is a new person of
+            // that one reference: no cluster changes, no epoch bump.
+            let person = PersonKey::random();
+            persons
+                .insert(reference.0.as_slice(), person.0.as_slice())
+                .map_err(engine)?;
+            members
+                .insert(member_key(person, *reference).as_slice(), ())
+                .map_err(engine)?;
+        }
+    }
+    Ok(())
+}
+
 fn engine(error: impl Into<redb::Error>) -> StoreError {
     StoreError::Engine(error.into().to_string())
 }
@@ -611,6 +646,9 @@ pub struct RedbStore {
     exclusive: std::sync::RwLock<()>,
     /// Held while a call decides its participation gate before it waits for the writer.
     preparing: std::sync::Mutex<()>,
+    /// Calls waiting for the main file's writer ([`RedbStore::write`]); a long qualification
+    /// upsert commits what it has and lets them in (see [`YIELD_AFTER`]).
+    waiting_writers: std::sync::atomic::AtomicUsize,
     audit_db: Arc<Database>,
     /// The audit chain's commit path; dropping it folds what is pending into `audit_db`.
     audit_wal: audit_wal::AuditWal,
@@ -706,6 +744,7 @@ impl RedbStore {
             pending: std::sync::Mutex::default(),
             exclusive: std::sync::RwLock::default(),
             preparing: std::sync::Mutex::new(()),
+            waiting_writers: std::sync::atomic::AtomicUsize::new(0),
             audit_db,
             audit_wal,
             disclosure,
@@ -839,7 +878,7 @@ impl RedbStore {
             .iter()
             .map(|(request, _)| vec![RegisterOutcome::NoParticipation; request.items.len()])
             .collect();
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.write()?;
         {
             let epoch = cluster_epoch(&txn.open_table(META).map_err(engine)?)?;
             let mut gates: Vec<std::borrow::Cow<'_, [bool]>> = Vec::with_capacity(group.len());
@@ -939,6 +978,98 @@ impl RedbStore {
         Ok(())
     }
 
+    /// A write transaction of the main file, counted in `waiting_writers` while it waits.
+    fn write(&self) -> StoreResult<redb::WriteTransaction> {
+        use std::sync::atomic::Ordering;
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting_writers.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting_writers);
+        self.db.begin_write().map_err(engine)
+    }
+
+    /// Upserts `entries` in key order, in one transaction unless another writer waits once
+    /// the transaction has been open for `yield_after`: then it commits the entries written so
+    /// far (with their persons), lets the waiting writers in, and goes on in a new transaction.
+    /// Returns the outcomes and the number of transactions committed.
+    fn upsert_in_pieces(
+        &self,
+        entries: &[QualificationEntry],
+        yield_after: std::time::Duration,
+    ) -> StoreResult<(Vec<UpsertOutcome>, usize)> {
+        // Keys are keyed hashes, so a batch lands all over the B-tree. Writing it in key order
+        // touches each page once per transaction, while it is hot; the stable sort keeps a
+        // later duplicate after the earlier one, so it is still reported `Unchanged`.
+        let keys: Vec<_> = entries.iter().map(codec::qualification_key).collect();
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+        let mut outcomes = vec![UpsertOutcome::Unchanged; entries.len()];
+        let mut rest = order.as_slice();
+        let mut pieces = 0;
+        loop {
+            // Not counted as waiting: the import is the writer that makes room for the others.
+            let txn = self.db.begin_write().map_err(engine)?;
+            let opened = std::time::Instant::now();
+            let mut written = 0;
+            {
+                let mut qualifications = txn.open_table(QUALIFICATIONS).map_err(engine)?;
+                for &index in rest {
+                    if written > 0
+                        && written % YIELD_CHECK_EVERY == 0
+                        && self.others_wait()
+                        && opened.elapsed() >= yield_after
+                    {
+                        break;
+                    }
+                    let value = codec::qualification_value(&entries[index]);
+                    let previous = qualifications
+                        .insert(keys[index].as_slice(), value.as_slice())
+                        .map_err(engine)?;
+                    outcomes[index] = match previous {
+                        None => UpsertOutcome::Inserted,
+                        Some(old) if old.value() == value.as_slice() => UpsertOutcome::Unchanged,
+                        Some(_) => UpsertOutcome::Updated,
+                    };
+                    written += 1;
+                }
+                let (piece, after) = rest.split_at(written);
+                let mut references: Vec<IdentifierKey> = piece
+                    .iter()
+                    .map(|&index| entries[index].person_ref_key)
+                    .collect();
+                references.sort_unstable();
+                references.dedup();
+                add_persons(&txn, &references)?;
+                rest = after;
+            }
+            // Dropping an uncommitted transaction aborts it, so an error above stores nothing
+            // of this piece (earlier pieces stay stored; upserts are idempotent).
+            txn.commit().map_err(engine)?;
+            pieces += 1;
+            if rest.is_empty() {
+                return Ok((outcomes, pieces));
+            }
+            // redb's writer lock is not handed over in order: step aside until the waiting
+            // writers are in (or a moment has passed, so that a stream of them cannot starve
+            // the import).
+            let stepped_aside = std::time::Instant::now();
+            while self.others_wait() && stepped_aside.elapsed() < STEP_ASIDE_AT_MOST {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
+
+    /// Whether a call waits for the main file's writer.
+    fn others_wait(&self) -> bool {
+        self.waiting_writers
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    }
+
     /// Bytes of the main file's pages in use (the file itself grows in large steps ahead of
     /// its contents). Takes a write transaction, so it waits for any writer; it writes nothing.
     pub fn allocated_bytes(&self) -> StoreResult<u64> {
@@ -963,54 +1094,7 @@ impl Store for RedbStore {
         &self,
         entries: &[QualificationEntry],
     ) -> StoreResult<Vec<UpsertOutcome>> {
-        // Keys are keyed hashes, so a batch lands all over the B-tree. Writing it in key order
-        // touches each page once per transaction, while it is hot; the stable sort keeps a
-        // later duplicate after the earlier one, so it is still reported `Unchanged`.
-        let keys: Vec<_> = entries.iter().map(codec::qualification_key).collect();
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-        let mut references: Vec<IdentifierKey> = entries.iter().map(|e| e.person_ref_key).collect();
-        references.sort_unstable();
-        references.dedup();
-
-        let txn = self.db.begin_write().map_err(engine)?;
-        let mut outcomes = vec![UpsertOutcome::Unchanged; entries.len()];
-        {
-            let mut qualifications = txn.open_table(QUALIFICATIONS).map_err(engine)?;
-            for index in order {
-                let value = codec::qualification_value(&entries[index]);
-                let previous = qualifications
-                    .insert(keys[index].as_slice(), value.as_slice())
-                    .map_err(engine)?;
-                outcomes[index] = match previous {
-                    None => UpsertOutcome::Inserted,
-                    Some(old) if old.value() == value.as_slice() => UpsertOutcome::Unchanged,
-                    Some(_) => UpsertOutcome::Updated,
-                };
-            }
-            let mut persons = txn.open_table(PERSONS).map_err(engine)?;
-            let mut members = txn.open_table(MEMBERS).map_err(engine)?;
-            for reference in references {
-                if persons
-                    .get(reference.0.as_slice())
-                    .map_err(engine)?
-                    .is_none()
-                {
-                    // A reference without a person is a cluster of itself, and so is a new
-                    // person of that one reference: no cluster changes, no epoch bump.
-                    let person = PersonKey::random();
-                    persons
-                        .insert(reference.0.as_slice(), person.0.as_slice())
-                        .map_err(engine)?;
-                    members
-                        .insert(member_key(person, reference).as_slice(), ())
-                        .map_err(engine)?;
-                }
-            }
-        }
-        // Dropping an uncommitted transaction aborts it, so an error above stores nothing.
-        txn.commit().map_err(engine)?;
-        Ok(outcomes)
+        Ok(self.upsert_in_pieces(entries, YIELD_AFTER)?.0)
     }
 
     fn qualifications_by_insured(
@@ -1054,7 +1138,7 @@ impl Store for RedbStore {
     }
 
     fn merge_persons(&self, request: &MergeRequest) -> StoreResult<MergeOutcome> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.write()?;
         let outcome = {
             let mut persons = txn.open_table(PERSONS).map_err(engine)?;
             let mut members = txn.open_table(MEMBERS).map_err(engine)?;
@@ -1117,7 +1201,7 @@ impl Store for RedbStore {
         merge_id: MergeId,
         attribution: &Attribution,
     ) -> StoreResult<UnmergeOutcome> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.write()?;
         let outcome = {
             let mut merges = txn.open_table(MERGES).map_err(engine)?;
             let all = merges
@@ -1272,7 +1356,7 @@ impl Store for RedbStore {
         };
         // The locations first, then their claims: a crash in between leaves orphan claims,
         // which registration takes over, never a location without its claim.
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.write()?;
         let mut found = Vec::with_capacity(ids.len());
         {
             let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
@@ -1314,7 +1398,7 @@ impl Store for RedbStore {
     }
 
     fn record_consents(&self, records: &[(IdentifierKey, Consent)]) -> StoreResult<()> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.write()?;
         {
             let mut consents = txn.open_table(CONSENTS).map_err(engine)?;
             let mut subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
@@ -1361,7 +1445,7 @@ impl Store for RedbStore {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         });
         let mut released = Vec::new();
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.write()?;
         let outcome = {
             let mut consents = txn.open_table(CONSENTS).map_err(engine)?;
             let stored = consents
@@ -1440,7 +1524,7 @@ impl Store for RedbStore {
     }
 
     fn link_regional(&self, link: &RegionalLink, today: NaiveDate) -> StoreResult<LinkOutcome> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.write()?;
         let outcome = {
             let persons = txn.open_table(PERSONS).map_err(engine)?;
             let members = txn.open_table(MEMBERS).map_err(engine)?;
@@ -1478,7 +1562,7 @@ impl Store for RedbStore {
     }
 
     fn unlink_regional(&self, regional_key: IdentifierKey) -> StoreResult<bool> {
-        let txn = self.db.begin_write().map_err(engine)?;
+        let txn = self.write()?;
         let removed = {
             let mut links = txn.open_table(LINKS).map_err(engine)?;
             let removed = links
@@ -2191,5 +2275,108 @@ mod tests {
             txn.commit().unwrap();
         }
         assert_eq!(verify_file().broken.map(|b| b.0), Some(8));
+    }
+
+    /// `count` entries of distinct insured keys, one person reference for every two.
+    fn many_entries(count: u32) -> Vec<QualificationEntry> {
+        let start = chrono::NaiveDate::from_ymd_opt(2020, 4, 1).unwrap();
+        (0..count)
+            .map(|i| {
+                let mut insured = [0u8; 32];
+                insured[..4].copy_from_slice(&i.to_be_bytes());
+                let mut person = [0xa5u8; 32];
+                person[..4].copy_from_slice(&(i / 2).to_be_bytes());
+                QualificationEntry {
+                    insured_key: IdentifierKey(insured),
+                    person_ref_key: IdentifierKey(person),
+                    start,
+                    end: None,
+                    demographic: mpi_core::keys::DemographicTag([7; 16]),
+                    reason_of_loss: None,
+                }
+            })
+            .collect()
+    }
+
+    /// Every entry stored once, every reference with a person, and a replay unchanged.
+    fn assert_all_stored(store: &RedbStore, entries: &[QualificationEntry]) {
+        let found = store
+            .qualifications_by_insured(&entries.iter().map(|e| e.insured_key).collect::<Vec<_>>())
+            .unwrap();
+        for (entry, stored) in entries.iter().zip(&found) {
+            assert_eq!(stored, &vec![*entry]);
+        }
+        let refs: Vec<_> = entries.iter().map(|e| e.person_ref_key).collect();
+        assert!(store.persons_of(&refs).unwrap().iter().all(Option::is_some));
+        let (replayed, pieces) = store
+            .upsert_in_pieces(entries, std::time::Duration::ZERO)
+            .unwrap();
+        assert!(replayed.iter().all(|o| *o == UpsertOutcome::Unchanged));
+        assert_eq!(pieces, 1, "nobody waited, so one transaction");
+    }
+
+    #[test]
+    fn a_long_upsert_commits_in_pieces_while_another_writer_waits() {
+        let (store, _dir) = fresh();
+        let mut entries = many_entries(5 * YIELD_CHECK_EVERY as u32 + 10);
+        // The same entry twice, written in key order next to each other: the later one is
+        // unchanged even when a piece ends between them.
+        entries.push(entries[3]);
+        // A writer that waits throughout (the step-aside gives up after its bound).
+        store
+            .waiting_writers
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (outcomes, pieces) = store
+            .upsert_in_pieces(&entries, std::time::Duration::ZERO)
+            .unwrap();
+        store
+            .waiting_writers
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(pieces, 6, "a commit every {YIELD_CHECK_EVERY} entries");
+        let last = outcomes.len() - 1;
+        assert!(
+            outcomes[..last]
+                .iter()
+                .all(|o| *o == UpsertOutcome::Inserted)
+        );
+        assert_eq!(outcomes[last], UpsertOutcome::Unchanged);
+        assert_all_stored(&store, &entries[..last]);
+    }
+
+    #[test]
+    fn a_consent_recorded_during_a_long_upsert_does_not_wait_for_all_of_it() {
+        let (store, _dir) = fresh();
+        let entries = many_entries(100_000);
+        let network = NetworkId::parse("13-0001").unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 4, 1).unwrap();
+        let importing = std::sync::atomic::AtomicBool::new(true);
+        let (pieces, recorded) = std::thread::scope(|scope| {
+            let consents = scope.spawn(|| {
+                let mut recorded = Vec::new();
+                while importing.load(std::sync::atomic::Ordering::SeqCst) && recorded.len() < 200 {
+                    let consent = participation_of(recorded.len() as u8, network, day);
+                    store
+                        .record_consents(std::slice::from_ref(&consent))
+                        .unwrap();
+                    recorded.push(consent.1.id);
+                }
+                recorded
+            });
+            let (outcomes, pieces) = store
+                .upsert_in_pieces(&entries, std::time::Duration::ZERO)
+                .unwrap();
+            importing.store(false, std::sync::atomic::Ordering::SeqCst);
+            assert!(outcomes.iter().all(|o| *o == UpsertOutcome::Inserted));
+            (pieces, consents.join().unwrap())
+        });
+        assert!(
+            pieces > 1,
+            "the consent writer waited, so the upsert let it in ({} consents recorded)",
+            recorded.len()
+        );
+        assert_all_stored(&store, &entries);
+        for id in recorded {
+            assert!(store.consent(id).unwrap().is_some());
+        }
     }
 }
