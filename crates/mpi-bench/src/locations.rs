@@ -349,6 +349,29 @@ pub fn load_consents(
     Ok(total)
 }
 
+/// A RecordConsent for a disclosure to any facility, the one the benchmark's operators and
+/// networks record and revoke beside their loads. An empty `network_id` means the caller's
+/// own network (a network's call); an operator names one.
+pub(crate) fn any_facility_disclosure(
+    patient: pb::PatientReference,
+    network_id: &str,
+    evidence_reference: String,
+) -> pb::RecordConsentRequest {
+    pb::RecordConsentRequest {
+        patient: Some(patient),
+        kind: pb::ConsentKind::Disclosure.into(),
+        network_id: network_id.into(),
+        scope: Some(pb::DisclosureScope {
+            recipients: Some(pb::Recipients {
+                recipients: Some(pb::recipients::Recipients::AnyFacility(true)),
+            }),
+            ..Default::default()
+        }),
+        evidence_reference,
+        ..Default::default()
+    }
+}
+
 pub(crate) fn wire_patient(person: &Person, holding: usize) -> pb::PatientReference {
     pb::PatientReference {
         patient: Some(pb::patient_reference::Patient::Insured(

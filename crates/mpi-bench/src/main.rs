@@ -332,19 +332,11 @@ async fn consent_probe(
         n += 1;
         let sent = Instant::now();
         let recorded = client
-            .record_consent(pb::RecordConsentRequest {
-                patient: Some(patient.clone()),
-                kind: pb::ConsentKind::Disclosure.into(),
-                network_id: PROBE_NETWORK.into(),
-                scope: Some(pb::DisclosureScope {
-                    recipients: Some(pb::Recipients {
-                        recipients: Some(pb::recipients::Recipients::AnyFacility(true)),
-                    }),
-                    ..Default::default()
-                }),
-                evidence_reference: format!("import-probe-{n}"),
-                ..Default::default()
-            })
+            .record_consent(locations::any_facility_disclosure(
+                patient.clone(),
+                PROBE_NETWORK,
+                format!("import-probe-{n}"),
+            ))
             .await;
         match recorded {
             Ok(recorded) => {

@@ -25,8 +25,8 @@ use tonic::transport::Channel;
 
 use crate::iso;
 use crate::locations::{
-    Running, disclosing_patients, outside_clinician, percentiles, registration, treatment,
-    wire_patient,
+    Running, any_facility_disclosure, disclosing_patients, outside_clinician, percentiles,
+    registration, treatment, wire_patient,
 };
 
 /// Requests in flight at most during the open-loop phase; a send beyond it counts as an error
@@ -155,18 +155,11 @@ impl Mix {
                 let mut client = pb::consent_client::ConsentClient::new(self.network.clone());
                 let patient = self.members[pick(self.members.len())].clone();
                 let recorded = client
-                    .record_consent(pb::RecordConsentRequest {
-                        patient: Some(patient),
-                        kind: pb::ConsentKind::Disclosure.into(),
-                        scope: Some(pb::DisclosureScope {
-                            recipients: Some(pb::Recipients {
-                                recipients: Some(pb::recipients::Recipients::AnyFacility(true)),
-                            }),
-                            ..Default::default()
-                        }),
-                        evidence_reference: format!("soak-form-{n}"),
-                        ..Default::default()
-                    })
+                    .record_consent(any_facility_disclosure(
+                        patient,
+                        "",
+                        format!("soak-form-{n}"),
+                    ))
                     .await?
                     .into_inner();
                 client
