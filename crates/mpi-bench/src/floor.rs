@@ -164,7 +164,53 @@ async fn start_echo(
     Ok((address, stop))
 }
 
+/// The echo floor beside `server`: captures one of its real answers (to echo: the size of a
+/// typical FindLocations response), starts the echo server on `servers` with the TLS files in
+/// `tls_dir` that `server` uses, drives it with `load` from `clients`, and stops it. Returns the
+/// measurement and the answer's size in bytes.
+pub(crate) fn echo_floor(
+    server: &Arc<Running>,
+    servers: &Pinned,
+    clients: &Pinned,
+    tls_dir: &std::path::Path,
+    population: &Arc<Population>,
+    plan: &Arc<RecordPlan>,
+    load: &Load,
+) -> anyhow::Result<(Row, usize)> {
+    let answer = {
+        let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
+        clients.run(async move { locations::one_answer(&server, &population, &plan).await })??
+    };
+    let size = prost::Message::encoded_len(&answer);
+    let (address, stop) = {
+        let tls_dir = tls_dir.to_path_buf();
+        servers.run(async move { start_echo(&tls_dir, answer).await })??
+    };
+    let echo = server.target().elsewhere(address);
+    let (population, plan) = (population.clone(), plan.clone());
+    let Load {
+        duration,
+        connections,
+        concurrency,
+    } = *load;
+    let floor = clients.run(async move {
+        locations::find(
+            &echo,
+            &population,
+            &plan,
+            duration,
+            connections,
+            concurrency,
+            "Echo floor: bare tonic, same mTLS, fixed FindLocations answer (server on core 0)",
+        )
+        .await
+    })??;
+    let _ = stop.send(());
+    Ok((floor, size))
+}
+
 /// How the client loads each server.
+#[derive(Clone, Copy)]
 pub struct Load {
     /// How long each measurement runs.
     pub duration: Duration,
@@ -201,19 +247,18 @@ pub fn run(
             .run(async move { Running::start(&data_dir, &tls_dir, ca, true, cache_mib).await })??
     };
     let server = Arc::new(server);
-    // A real answer, to echo: the size of a typical FindLocations response.
-    let answer = {
-        let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
-        clients.run(async move { locations::one_answer(&server, &population, &plan).await })??
-    };
-    let size = prost::Message::encoded_len(&answer);
-    let (echo_address, stop_echo) = {
-        let tls_dir = tls_dir.clone();
-        servers.run(async move { start_echo(&tls_dir, answer).await })??
-    };
-    let echo = locations::Target::new(echo_address, ca);
-    let measure = |target: locations::Target, label: &'static str| {
-        let (population, plan) = (population.clone(), plan.clone());
+    let (floor, size) = echo_floor(
+        &server,
+        &servers,
+        &clients,
+        &tls_dir,
+        &population,
+        &plan,
+        &load,
+    )?;
+    let real = {
+        let (target, population, plan) =
+            (server.target().clone(), population.clone(), plan.clone());
         clients.run(async move {
             locations::find(
                 &target,
@@ -222,20 +267,11 @@ pub fn run(
                 duration,
                 connections,
                 concurrency,
-                label,
+                "FindLocations (mTLS, consent-filtered, audited; server on core 0)",
             )
             .await
-        })
+        })??
     };
-    let floor = measure(
-        echo,
-        "Echo floor: bare tonic, same mTLS, fixed FindLocations answer (server on core 0)",
-    )??;
-    let _ = stop_echo.send(());
-    let real = measure(
-        server.target().clone(),
-        "FindLocations (mTLS, consent-filtered, audited; server on core 0)",
-    )??;
     let server = Arc::into_inner(server).context("the server is still in use")?;
     servers.run(async move { server.stop().await })??;
     let rate = |row: &Row| row.operations as f64 / row.seconds;

@@ -43,6 +43,11 @@ impl Target {
         Self { address, ca }
     }
 
+    /// Another server at `address` whose clients the same CA certifies.
+    pub fn elsewhere(&self, address: String) -> Self {
+        Self::new(address, self.ca.clone())
+    }
+
     /// A new connection as `principal`.
     pub async fn channel(&self, principal: &Principal) -> anyhow::Result<Channel> {
         let issued = self.ca.issue_client(principal)?;

@@ -1,7 +1,9 @@
 //! `scale`: the scale curve. For each population size, on a fresh data directory: the
 //! population's ImportQualifications and RegisterLocations (both durable, as in `locations`),
-//! then, with the server pinned to core 0 and the client to core 1 as in `floor`:
-//! FindLocations as fast as 64 calls in flight go, FindLocations open loop at half that rate
+//! then, with the server pinned to core 0 and the client to core 1 as in `floor`: the echo
+//! floor of `floor` (a bare tonic server with the same mutual TLS echoing one of this server's
+//! answers, on the same core, while the measured server idles), so that every size carries
+//! the machine's own transport floor; FindLocations as fast as 64 calls in flight go, FindLocations open loop at half that rate
 //! (its p99 is the latency target), and the mixed load's maximum (90 % finds, 9 %
 //! registrations, 1 % consent changes). The measured server runs in a child process (`mpi-bench
 //! serve`), so that its resident memory, now and at its peak, is its own. Bytes of store pages
@@ -18,7 +20,7 @@ use anyhow::Context;
 use mpi_store_redb::RedbStore;
 use plotters::prelude::*;
 
-use crate::floor::{Flavour, Pinned};
+use crate::floor::{self, Flavour, Pinned};
 use crate::locations::{self, Running};
 use crate::{Row, soak};
 
@@ -32,6 +34,8 @@ pub struct Point {
     pub import: f64,
     /// RegisterLocations locations per second.
     pub register: f64,
+    /// The echo floor, measured beside the server as `floor` measures it (64 in flight).
+    pub echo: Row,
     /// FindLocations at its maximum (64 in flight).
     pub find: Row,
     /// FindLocations open loop at half of `find`'s rate (or `Settings::open_loop_rate`).
@@ -143,10 +147,37 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     };
     let server = Arc::new(Running::spawn(&data_dir, tls.path(), ca.clone(), how)?);
     let duration = Duration::from_secs(settings.seconds.max(1));
+    let load = floor::Load {
+        duration,
+        connections: 4,
+        concurrency: 64,
+    };
+    let echo = {
+        let echoes = Pinned::new(0, settings.flavour)?;
+        floor::echo_floor(
+            &server,
+            &echoes,
+            &clients,
+            tls.path(),
+            &population,
+            &plan,
+            &load,
+        )?
+        .0
+    };
     let find = |label: &'static str| {
         let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
         clients.run(async move {
-            locations::find(server.target(), &population, &plan, duration, 4, 64, label).await
+            locations::find(
+                server.target(),
+                &population,
+                &plan,
+                load.duration,
+                load.connections,
+                load.concurrency,
+                label,
+            )
+            .await
         })
     };
     // The first pass warms the store's page cache; the second is the measurement.
@@ -162,7 +193,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
                 &plan,
                 target,
                 duration,
-                4,
+                load.connections,
                 "FindLocations, open loop",
             )
             .await
@@ -189,6 +220,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
         locations: stored,
         import: rate(&import),
         register: rate(&register),
+        echo,
         find: at_max,
         half,
         mixed,
@@ -202,21 +234,23 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
 /// Prints the curve as a Markdown table.
 pub fn print(points: &[Point]) {
     println!(
-        "| persons | locations | import records/s | register locations/s | find/s (64 in flight) | find p50 / p99 ms | find open loop (half max unless --open-loop-rate): p50 / p99 / p99.9 ms | mixed ops/s | page bytes per location | file bytes per location | server resident MiB (peak) |"
+        "| persons | locations | import records/s | register locations/s | echo floor/s | find/s (64 in flight) | find / echo | find p50 / p99 ms | find open loop (half max unless --open-loop-rate): p50 / p99 / p99.9 ms | mixed ops/s | page bytes per location | file bytes per location | server resident MiB (peak) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for p in points {
         let (f, h) = (
             p.find.latency.unwrap_or_default(),
             p.half.latency.unwrap_or_default(),
         );
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} (at {:.0}/s) | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} (at {:.0}/s) | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) |",
             p.persons,
             p.locations,
             p.import,
             p.register,
+            rate(&p.echo),
             rate(&p.find),
+            rate(&p.find) / rate(&p.echo).max(1.0),
             ms(f.p50),
             ms(f.p99),
             ms(h.p50),
@@ -365,6 +399,9 @@ pub fn plot(points: &[Point], path: &Path, caption: &str) -> anyhow::Result<()> 
         "per second",
         &[
             ("FindLocations, 64 in flight", BLUE, |p| rate(&p.find)),
+            ("echo floor (calls/s / 10)", RGBColor(120, 120, 120), |p| {
+                rate(&p.echo) / 10.0
+            }),
             ("mixed load (90/9/1)", RED, |p| p.mixed),
             ("RegisterLocations (locations/s / 10)", GREEN, |p| {
                 p.register / 10.0
