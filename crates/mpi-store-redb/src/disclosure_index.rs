@@ -41,13 +41,24 @@ const FOLD_EVERY: Duration = Duration::from_secs(30);
 /// instead of taking an equal share of it while requests queue (docs/benchmarks.md).
 const FOLDER_NICE: i32 = 19;
 
-/// Gives the calling thread [`FOLDER_NICE`] (on Linux, where the nice value is per thread).
+/// Gives the calling thread [`FOLDER_NICE`] and the idle I/O class (on Linux, where both are
+/// per thread). The idle class keeps a fold's writes (tens of megabytes of random pages, then
+/// their sync) out of the way of the audit log's appends on the same disk: every audited call
+/// waits for an append's `fdatasync`, and a sync queued behind a fold waited for all of it
+/// (p99 at half the maximum 50-200 ms with the fold in the window, 8-15 ms in the idle class;
+/// docs/benchmarks.md). A fold then takes longer while the disk is busy; nothing waits for it
+/// (queries read the rows not yet folded).
 fn yield_to_requests() {
     #[cfg(target_os = "linux")]
-    if let Err(error) =
-        rustix::process::setpriority_process(Some(rustix::thread::gettid()), FOLDER_NICE)
     {
-        tracing::warn!(error = %error, "cannot lower the disclosure index folder's priority");
+        if let Err(error) =
+            rustix::process::setpriority_process(Some(rustix::thread::gettid()), FOLDER_NICE)
+        {
+            tracing::warn!(error = %error, "cannot lower the disclosure index folder's priority");
+        }
+        if let Err(error) = mpi_os::idle_io_for_this_thread() {
+            tracing::warn!(error = %error, "cannot lower the disclosure index folder's I/O class");
+        }
     }
 }
 
