@@ -40,6 +40,8 @@ pub struct Point {
     pub find: Row,
     /// FindLocations open loop at half of `find`'s rate (or `Settings::open_loop_rate`).
     pub half: Row,
+    /// Calls of the open loop not sent because 2,048 were waiting (0 unless it fell behind).
+    pub half_not_sent: u64,
     /// The mixed load's maximum, operations per second.
     pub mixed: f64,
     /// Store pages added by registration, per stored location.
@@ -183,7 +185,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     // The first pass warms the store's page cache; the second is the measurement.
     find("warm-up")??;
     let at_max = find("FindLocations, 64 in flight")??;
-    let half = {
+    let (half, half_not_sent) = {
         let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
         let target = settings.open_loop_rate.unwrap_or(rate(&at_max) / 2.0);
         clients.run(async move {
@@ -223,6 +225,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
         echo,
         find: at_max,
         half,
+        half_not_sent,
         mixed,
         page_bytes_per_location: after.saturating_sub(before) as f64 / stored as f64,
         file_bytes_per_location: files as f64 / stored as f64,
@@ -243,7 +246,7 @@ pub fn print(points: &[Point]) {
             p.half.latency.unwrap_or_default(),
         );
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} / {:.2} (at {:.0}/s) | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {}{:.2} / {:.2} / {:.2} (at {:.0}/s) | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) |",
             p.persons,
             p.locations,
             p.import,
@@ -253,6 +256,7 @@ pub fn print(points: &[Point]) {
             rate(&p.find) / rate(&p.echo).max(1.0),
             ms(f.p50),
             ms(f.p99),
+            fell_behind(p),
             ms(h.p50),
             ms(h.p99),
             ms(h.p999),
@@ -276,6 +280,18 @@ pub fn print(points: &[Point]) {
             rate(&last.find) / rate(&first.find).max(1.0)
         );
     }
+}
+
+/// What the open loop's cell says first when it fell behind (its latencies are then those of
+/// the calls sent only).
+fn fell_behind(p: &Point) -> String {
+    if p.half_not_sent == 0 {
+        return String::new();
+    }
+    format!(
+        "fell behind: {} calls not sent (2,048 waiting); of those sent ",
+        p.half_not_sent
+    )
 }
 
 /// 100000 as "100k", 1000000 as "1M".
