@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit_log::AuditLog;
 use crate::config::Limits;
 use crate::convert;
-use crate::identity::principal_of;
+use crate::identity::Principals;
 use crate::metrics::Metrics;
 use crate::status::to_status;
 
@@ -34,6 +34,7 @@ pub struct Ctx {
     audit: AuditLog,
     metrics: Arc<Metrics>,
     limits: Limits,
+    principals: Arc<Principals>,
 }
 
 impl Ctx {
@@ -44,6 +45,7 @@ impl Ctx {
             audit,
             metrics,
             limits,
+            principals: Arc::new(Principals::default()),
         }
     }
 
@@ -137,7 +139,7 @@ impl Ctx {
         let started = Instant::now();
         let deadline = self.limits.request_timeout;
         let call = async {
-            let principal = principal_of(&request)?;
+            let principal = self.principals.of(&request)?;
             let (decided, note) = match authorize(&principal, operation) {
                 Err(denied) => (Err(to_status(denied)), AuditNote::default()),
                 Ok(()) => {
@@ -496,7 +498,7 @@ impl pb::qualification_history_server::QualificationHistory for QualificationHis
     ) -> Result<Response<pb::ImportQualificationsResponse>, Status> {
         let started = Instant::now();
         let operation = Operation::ImportQualifications;
-        let result = match principal_of(&request) {
+        let result = match self.0.principals.of(&request) {
             Err(status) => Err(status),
             Ok(principal) => {
                 let decided = match authorize(&principal, operation) {
@@ -913,7 +915,7 @@ impl pb::audit_server::Audit for AuditAdapter {
         let started = Instant::now();
         let operation = Operation::ExportAuditEvents;
         let result = async {
-            let principal = principal_of(&request)?;
+            let principal = self.0.principals.of(&request)?;
             let decided = authorize(&principal, operation)
                 .map_err(to_status)
                 .and_then(|()| {
