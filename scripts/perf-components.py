@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Where the server's core goes per call, from `perf script` of `mpi-bench floor`.
+
+Reads the output of `perf script -F comm,tid,time,ip,sym` (inline frames included) of a
+`perf record -g` of `mpi-bench floor` (scripts/profile-floor.sh runs both), finds the echo
+phase and the FindLocations phase by time, and groups each phase's samples of the server's
+threads by the first rule below that matches a frame of the sample's stack. With each phase's
+calls per second (from the floor's output) it prints microseconds of server CPU per call.
+
+    perf-components.py SCRIPT_TXT ECHO_PER_S FIND_PER_S [HZ]
+
+The client's thread (`bench-core-1`) and the benchmark's main thread (import and
+registration before the phases) are left out; the phases are the whole seconds in which the
+server's worker thread was busy, less the first and last second of each.
+"""
+
+import collections
+import re
+import sys
+
+# (component, patterns), matched against frame names without their generic arguments: a
+# sample belongs to the component of the innermost frame (nearest the leaf) that matches, so
+# a TLS write under HTTP/2 is TLS, a store read under the person view is the person view.
+RULES = [
+    ("HTTP/2 (h2, hyper)", ["h2::", "hyper::", "hyper_util::"]),
+    ("TLS and socket reads and writes", ["rustls::", "tokio_rustls::"]),
+    ("protobuf encoding and decoding", ["prost::"]),
+    ("adapter: audit event, metrics, log line, timeout", ["mpi_server::services::"]),
+    ("echo server's handler", ["mpi_bench::floor::Echo as", "mpi_bench::floor::{impl"]),
+    ("audit hand-over on the reactor", ["mpi_server::audit_log::"]),
+    ("request and answer conversion", ["mpi_server::convert::"]),
+    ("client certificate to principal", ["mpi_server::identity::"]),
+    ("disclosure rule, filter, sort, page", ["Mpi>::find_locations"]),
+    ("person view (store reads, decoding)", ["Mpi>::disclosure_view"]),
+    ("resolution (insured ID to person)", ["Mpi>::subject"]),
+]
+
+# In a frame of every FindLocations of kouiki-mpi (not of the echo server).
+FINDING = "mpi_server::services::RecordLocatorAdapter as"
+
+GENERIC = re.compile(r"(?<=[\w}\])>])<[^<>]*>")
+
+
+def bare(frame):
+    """A frame's name without generic arguments (`poll<F>` is `poll`) nor its offset."""
+    frame = re.sub(r"\+0x[0-9a-f]+$", "", frame)
+    while True:
+        stripped = GENERIC.sub("", frame)
+        if stripped == frame:
+            return frame
+        frame = stripped
+
+
+def samples(path):
+    """(comm, tid, time, frames) for every sample of a `perf script` text."""
+    current = None
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if not line.strip():
+                if current:
+                    yield current
+                current = None
+            elif not line[0].isspace():
+                fields = line.split()
+                stamp = next(f for f in reversed(fields) if f.endswith(":"))
+                current = (fields[0], fields[1], float(stamp[:-1]), [])
+            elif current is not None:
+                parts = line.strip().split(None, 1)
+                current[3].append(parts[1] if len(parts) > 1 else "?")
+    if current:
+        yield current
+
+
+def classify(comm, frames):
+    if not comm.startswith("tokio"):
+        return "thread " + comm
+    for frame in frames:  # leaf first
+        name = bare(frame)
+        for component, patterns in RULES:
+            if any(p in name for p in patterns):
+                return component
+    return "tokio and the rest"
+
+
+def main():
+    path, echo_rate, find_rate = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+    hz = float(sys.argv[4]) if len(sys.argv) > 4 else 499.0
+    every = [s for s in samples(path) if s[0] not in ("bench-core-1", "mpi-bench")]
+    workers = collections.Counter(tid for comm, tid, _, _ in every if comm == "tokio-rt-worker")
+    # The server's worker: the tokio thread that ran FindLocations most.
+    finding = collections.Counter(
+        tid
+        for comm, tid, _, frames in every
+        if comm == "tokio-rt-worker" and any(FINDING in f for f in frames)
+    )
+    if not finding:
+        sys.exit("no FindLocations samples: was the benchmark built with debug line tables?")
+    server = finding.most_common(1)[0][0]
+    busy = collections.Counter(int(t) for _, tid, t, _ in every if tid == server)
+    real = collections.Counter(
+        int(t)
+        for _, tid, t, frames in every
+        if tid == server and any(FINDING in f for f in frames)
+    )
+    find_secs = sorted(s for s, n in real.items() if n > 0.3 * hz)
+    find_lo, find_hi = find_secs[0] + 1, find_secs[-1]
+    echo_secs = sorted(s for s, n in busy.items() if n > 0.8 * hz and s < find_secs[0] and real[s] == 0)
+    # The echo phase: the run of busy seconds that ends where the FindLocations phase begins.
+    run = []
+    for s in reversed(echo_secs):
+        if run and s != run[-1] - 1:
+            break
+        run.append(s)
+    echo_lo, echo_hi = min(run) + 1, max(run)
+    print(f"server worker thread {server} ({workers[server]} samples)")
+    for label, lo, hi, rate in (
+        ("echo floor", echo_lo, echo_hi, echo_rate),
+        ("FindLocations", find_lo, find_hi, find_rate),
+    ):
+        seconds = hi - lo
+        if seconds <= 0:
+            print(f"\n{label}: phase too short to measure")
+            continue
+        counts = collections.Counter(
+            classify(comm, frames) for comm, _, t, frames in every if lo <= t < hi
+        )
+        total = sum(counts.values())
+        print(f"\n{label}: {seconds} s at {rate:.0f} calls/s; server threads busy "
+              f"{total / hz / seconds:.2f} of a core = {total / hz / seconds / rate * 1e6:.1f} us per call")
+        print("| component | share | us per call |")
+        print("|---|---:|---:|")
+        for name, n in counts.most_common():
+            print(f"| {name} | {100 * n / total:.1f} % | {n / hz / seconds / rate * 1e6:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
