@@ -23,7 +23,22 @@ use crate::qualification::InsuredPatient;
 use crate::reason::Reason;
 use crate::resolution::{Resolved, Subject, resolve_many};
 use crate::service::{Mpi, now_micros};
-use crate::store::{ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome};
+use crate::store::{
+    ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome, ViewParts,
+};
+
+/// What FindLocations discloses from: the locations (and, as every retrieval, the unrevoked
+/// consents), not the regional links.
+const LOCATIONS: ViewParts = ViewParts {
+    locations: true,
+    ..ViewParts::REFS
+};
+
+/// What CrossReference discloses from: the regional links, not the locations.
+const LINKS: ViewParts = ViewParts {
+    links: true,
+    ..ViewParts::REFS
+};
 
 /// How a request names a patient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,22 +335,26 @@ impl Mpi {
         })
     }
 
-    /// What a retrieval starts from: who asks, today, and the patient's data as of today (read
-    /// in one snapshot); the note learns the person and whose data is about to be disclosed.
+    /// What a retrieval starts from: who asks, today, and the `parts` of the patient's data it
+    /// discloses from, as of today (read in one snapshot, with the unrevoked consents); the note
+    /// learns the person and whose data is about to be disclosed.
     fn disclosure_view(
         &self,
         principal: &Principal,
         patient: &PatientRef,
         why: &Why,
+        parts: ViewParts,
         note: &mut AuditNote,
     ) -> ServiceResult<(Requester, NaiveDate, crate::store::PersonView)> {
         let requester = self.requester(principal, why)?;
         let today = crate::dates::today_in_japan();
         let subject = self.subject(patient, today)?;
         note.person = Some(subject.person);
-        let view = self
-            .store()
-            .person_view(subject.person, ConsentHistory::Unrevoked)?;
+        let parts = ViewParts {
+            consents: Some(ConsentHistory::Unrevoked),
+            ..parts
+        };
+        let view = self.store().person_view(subject.person, parts)?;
         note.disclosed_subjects = view.refs.clone();
         Ok((requester, today, view))
     }
@@ -366,7 +385,7 @@ impl Mpi {
         let mut note = Self::note_for(why);
         let result = (|| {
             let (requester, today, view) =
-                self.disclosure_view(principal, patient, why, &mut note)?;
+                self.disclosure_view(principal, patient, why, LOCATIONS, &mut note)?;
             let mut deciding = BTreeSet::new();
             let mut shown: Vec<Location> = view
                 .locations
@@ -418,7 +437,7 @@ impl Mpi {
         let mut note = Self::note_for(why);
         let result = (|| {
             let (requester, today, view) =
-                self.disclosure_view(principal, patient, why, &mut note)?;
+                self.disclosure_view(principal, patient, why, LINKS, &mut note)?;
             let Some(allowed) = consent::decide(&view.consents, target, None, &requester, today)
             else {
                 return Ok(Vec::new());
@@ -672,9 +691,13 @@ impl Mpi {
         let result = (|| {
             let subject = self.subject(patient, crate::dates::today_in_japan())?;
             note.person = Some(subject.person);
-            let view = self
-                .store()
-                .person_view(subject.person, ConsentHistory::Full)?;
+            let view = self.store().person_view(
+                subject.person,
+                ViewParts {
+                    consents: Some(ConsentHistory::Full),
+                    ..ViewParts::REFS
+                },
+            )?;
             let paged = paginate(view.consents, page);
             note.count = paged.items.len() as u32;
             Ok(paged)
@@ -697,9 +720,7 @@ impl Mpi {
         let result = (|| {
             let subject = self.subject(patient, crate::dates::today_in_japan())?;
             note.person = Some(subject.person);
-            let view = self
-                .store()
-                .person_view(subject.person, ConsentHistory::Unrevoked)?;
+            let view = self.store().person_view(subject.person, ViewParts::REFS)?;
             let mut entries = Vec::new();
             let mut next = after;
             loop {

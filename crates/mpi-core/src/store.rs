@@ -266,6 +266,34 @@ pub enum ConsentHistory {
     Full,
 }
 
+/// What a person view reads besides the cluster's references: each caller asks for what it
+/// uses (FindLocations reads no regional links, CrossReference no locations, ListConsents
+/// neither, AccessDisclosure only the references), so no call pays for another's reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewParts {
+    /// Which consents, or none.
+    pub consents: Option<ConsentHistory>,
+    /// The cluster's locations.
+    pub locations: bool,
+    /// The cluster's regional-ID links.
+    pub links: bool,
+}
+
+impl ViewParts {
+    /// Every part, with every consent, revoked included.
+    pub const EVERYTHING: Self = Self {
+        consents: Some(ConsentHistory::Full),
+        locations: true,
+        links: true,
+    };
+    /// The cluster's references alone.
+    pub const REFS: Self = Self {
+        consents: None,
+        locations: false,
+        links: false,
+    };
+}
+
 /// Everything the disclosure rule needs about one person, read in one consistent snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PersonView {
@@ -396,8 +424,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes locations by their IDs in one transaction; true for each that existed.
     fn withdraw_locations(&self, ids: &[LocationId]) -> StoreResult<Vec<bool>>;
 
-    /// The person's cluster, consents, locations and links, from one snapshot.
-    fn person_view(&self, person: PersonKey, consents: ConsentHistory) -> StoreResult<PersonView>;
+    /// The person's cluster and the `parts` asked for (consents, locations, links), from one
+    /// snapshot; the parts not asked for are empty.
+    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView>;
 
     /// Stores new consents, each attached to its subject, in one atomic, durable transaction.
     fn record_consents(&self, consents: &[(IdentifierKey, Consent)]) -> StoreResult<()>;

@@ -371,7 +371,9 @@ pub fn audit_rows_append_in_chain_order_with_an_anchored_head(store: &dyn Store)
 use mpi_core::consent::{Consent, ConsentGrant, ConsentId, Revocation};
 use mpi_core::ids::{FacilityCode, NetworkId};
 use mpi_core::location::{Location, LocationId, RecordKind, RecordReference, SubjectLocation};
-use mpi_core::store::{ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome};
+use mpi_core::store::{
+    ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome, ViewParts,
+};
 
 fn network(text: &str) -> NetworkId {
     NetworkId::parse(text).unwrap()
@@ -523,7 +525,7 @@ pub fn locations_need_participation_widen_and_withdraw(store: &dyn Store) {
         [RegisterOutcome::NoParticipation]
     );
     let view = store
-        .person_view(person_of(store, 1), ConsentHistory::Full)
+        .person_view(person_of(store, 1), ViewParts::EVERYTHING)
         .unwrap();
     assert_eq!(view.locations.len(), 2);
     let widened = view
@@ -535,7 +537,7 @@ pub fn locations_need_participation_widen_and_withdraw(store: &dyn Store) {
     assert_eq!(widened.location.last_service, day(2024, 9, 30));
     assert!(
         store
-            .person_view(person_of(store, 2), ConsentHistory::Full)
+            .person_view(person_of(store, 2), ViewParts::EVERYTHING)
             .unwrap()
             .locations
             .is_empty()
@@ -547,7 +549,7 @@ pub fn locations_need_participation_widen_and_withdraw(store: &dyn Store) {
         [true, false]
     );
     let view = store
-        .person_view(person_of(store, 1), ConsentHistory::Full)
+        .person_view(person_of(store, 1), ViewParts::EVERYTHING)
         .unwrap();
     assert_eq!(view.locations, vec![other]);
     // The withdrawn ID is free again, for any subject.
@@ -578,7 +580,7 @@ pub fn person_view_follows_merges_and_unmerges(store: &dyn Store) {
         .unwrap();
     let (merge_id, _) = merge(store, 1, 2);
     let view = store
-        .person_view(person_of(store, 1), ConsentHistory::Full)
+        .person_view(person_of(store, 1), ViewParts::EVERYTHING)
         .unwrap();
     assert_eq!(view.refs.len(), 2);
     assert_eq!(view.locations.len(), 2);
@@ -588,14 +590,14 @@ pub fn person_view_follows_merges_and_unmerges(store: &dyn Store) {
         .unwrap();
     assert_eq!(
         store
-            .person_view(person_of(store, 1), ConsentHistory::Full)
+            .person_view(person_of(store, 1), ViewParts::EVERYTHING)
             .unwrap()
             .locations,
         vec![a]
     );
     assert_eq!(
         store
-            .person_view(person_of(store, 2), ConsentHistory::Full)
+            .person_view(person_of(store, 2), ViewParts::EVERYTHING)
             .unwrap()
             .locations,
         vec![b]
@@ -689,7 +691,7 @@ pub fn revoking_participation_cuts_links_and_purge_deletes_locations(store: &dyn
         "{outcome:?}"
     );
     let view = store
-        .person_view(person_of(store, 1), ConsentHistory::Full)
+        .person_view(person_of(store, 1), ViewParts::EVERYTHING)
         .unwrap();
     assert_eq!(view.links, vec![foreign_link]);
     assert_eq!(view.locations.len(), 1);
@@ -697,8 +699,55 @@ pub fn revoking_participation_cuts_links_and_purge_deletes_locations(store: &dyn
     assert_eq!(store.regional_subject(key(50)).unwrap(), None);
     // History is kept: all three consents, two revoked; the disclosure view has the third.
     assert_eq!(view.consents.len(), 3);
+    // Each part is read only when asked for, and then as in the whole view.
+    for consents in [
+        None,
+        Some(ConsentHistory::Full),
+        Some(ConsentHistory::Unrevoked),
+    ] {
+        for locations in [false, true] {
+            for links in [false, true] {
+                let parts = ViewParts {
+                    consents,
+                    locations,
+                    links,
+                };
+                let part = store.person_view(person_of(store, 1), parts).unwrap();
+                assert_eq!(part.refs, view.refs, "{parts:?}");
+                let wanted: Vec<Consent> = match consents {
+                    None => Vec::new(),
+                    Some(ConsentHistory::Full) => view.consents.clone(),
+                    Some(ConsentHistory::Unrevoked) => view
+                        .consents
+                        .iter()
+                        .filter(|c| c.revocation.is_none())
+                        .cloned()
+                        .collect(),
+                };
+                assert_eq!(part.consents, wanted, "{parts:?}");
+                let wanted = if locations {
+                    view.locations.clone()
+                } else {
+                    Vec::new()
+                };
+                assert_eq!(part.locations, wanted, "{parts:?}");
+                let wanted = if links {
+                    view.links.clone()
+                } else {
+                    Vec::new()
+                };
+                assert_eq!(part.links, wanted, "{parts:?}");
+            }
+        }
+    }
     let unrevoked = store
-        .person_view(person_of(store, 1), ConsentHistory::Unrevoked)
+        .person_view(
+            person_of(store, 1),
+            ViewParts {
+                consents: Some(ConsentHistory::Unrevoked),
+                ..ViewParts::EVERYTHING
+            },
+        )
         .unwrap()
         .consents;
     assert_eq!(
@@ -754,7 +803,7 @@ pub fn links_need_participation_and_belong_to_one_subject(store: &dyn Store) {
     assert_eq!(store.regional_subject(key(60)).unwrap(), Some(key(1)));
     assert_eq!(
         store
-            .person_view(person_of(store, 1), ConsentHistory::Full)
+            .person_view(person_of(store, 1), ViewParts::EVERYTHING)
             .unwrap()
             .links,
         vec![link]
@@ -764,7 +813,7 @@ pub fn links_need_participation_and_belong_to_one_subject(store: &dyn Store) {
     assert_eq!(store.regional_subject(key(60)).unwrap(), None);
     assert!(
         store
-            .person_view(person_of(store, 1), ConsentHistory::Full)
+            .person_view(person_of(store, 1), ViewParts::EVERYTHING)
             .unwrap()
             .links
             .is_empty()

@@ -14,7 +14,7 @@ use mpi_core::location::{LocationId, SubjectLocation, codec::ID_KEY_LEN, codec::
 use mpi_core::store::{
     Attribution, ConsentHistory, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest,
     PersonView, QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store,
-    StoreResult, UnmergeOutcome, UpsertOutcome, revocation_effects, superseding_merge,
+    StoreResult, UnmergeOutcome, UpsertOutcome, ViewParts, revocation_effects, superseding_merge,
 };
 use mpi_core::store::{AuditRow, continue_chain};
 
@@ -359,15 +359,21 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn person_view(&self, person: PersonKey, history: ConsentHistory) -> StoreResult<PersonView> {
+    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
         let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
         let refs = tables.members_of(person);
-        Ok(PersonView {
-            consents: tables.consents_of(&refs, history),
-            locations: refs.iter().flat_map(|r| tables.locations_of(*r)).collect(),
-            links: refs.iter().flat_map(|r| tables.links_of(*r)).collect(),
-            refs,
-        })
+        let mut view = PersonView::default();
+        if let Some(history) = parts.consents {
+            view.consents = tables.consents_of(&refs, history);
+        }
+        if parts.locations {
+            view.locations = refs.iter().flat_map(|r| tables.locations_of(*r)).collect();
+        }
+        if parts.links {
+            view.links = refs.iter().flat_map(|r| tables.links_of(*r)).collect();
+        }
+        view.refs = refs;
+        Ok(view)
     }
 
     fn record_consents(&self, consents: &[(IdentifierKey, Consent)]) -> StoreResult<()> {

@@ -302,7 +302,8 @@ use mpi_core::store::codec::{self, QUALIFICATION_KEY_LEN};
 use mpi_core::store::{
     Attribution, ConsentHistory, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest,
     PersonView, QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store,
-    StoreError, StoreResult, UnmergeOutcome, UpsertOutcome, revocation_effects, superseding_merge,
+    StoreError, StoreResult, UnmergeOutcome, UpsertOutcome, ViewParts, revocation_effects,
+    superseding_merge,
 };
 use mpi_core::store::{AuditRow, audit_codec};
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -1376,22 +1377,28 @@ impl Store for RedbStore {
         Ok(found)
     }
 
-    fn person_view(&self, person: PersonKey, history: ConsentHistory) -> StoreResult<PersonView> {
+    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
         let txn = self.db.begin_read().map_err(engine)?;
         let members = txn.open_table(MEMBERS).map_err(engine)?;
         let refs = members_of(&members, person)?;
-        let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
-        let locations = txn.open_table(LOCATIONS).map_err(engine)?;
-        let links = txn.open_table(LINKS).map_err(engine)?;
-        let subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
-        let mut view = PersonView {
-            consents: consents_of(&subject_consents, &refs, history)?,
-            ..PersonView::default()
-        };
-        for reference in &refs {
-            view.locations.extend(locations_of(&locations, *reference)?);
-            view.links
-                .extend(links_of(&links, &subject_links, *reference)?);
+        let mut view = PersonView::default();
+        if let Some(history) = parts.consents {
+            let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            view.consents = consents_of(&subject_consents, &refs, history)?;
+        }
+        if parts.locations {
+            let locations = txn.open_table(LOCATIONS).map_err(engine)?;
+            for reference in &refs {
+                view.locations.extend(locations_of(&locations, *reference)?);
+            }
+        }
+        if parts.links {
+            let links = txn.open_table(LINKS).map_err(engine)?;
+            let subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
+            for reference in &refs {
+                view.links
+                    .extend(links_of(&links, &subject_links, *reference)?);
+            }
         }
         view.refs = refs;
         Ok(view)
@@ -1692,7 +1699,7 @@ mod tests {
         assert_eq!(stored, [500, 500, 500, 500, 500, 500, 500, 0]);
         for subject in 0..8u8 {
             let person = store.persons_of(&[IdentifierKey([subject; 32])]).unwrap()[0].unwrap();
-            let view = store.person_view(person, ConsentHistory::Full).unwrap();
+            let view = store.person_view(person, ViewParts::EVERYTHING).unwrap();
             assert_eq!(view.locations.len(), if subject < 7 { 500 } else { 0 });
             assert!(view.locations.iter().all(|l| {
                 l.location
