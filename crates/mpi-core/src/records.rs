@@ -27,17 +27,19 @@ use crate::store::{
     ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome, ViewParts,
 };
 
-/// What FindLocations discloses from: the locations (and, as every retrieval, the unrevoked
-/// consents), not the regional links.
+/// What FindLocations reads: the unrevoked consents (the disclosure rule's) and the locations,
+/// not the regional links.
 const LOCATIONS: ViewParts = ViewParts {
+    consents: Some(ConsentHistory::Unrevoked),
     locations: true,
-    ..ViewParts::REFS
+    links: false,
 };
 
-/// What CrossReference discloses from: the regional links, not the locations.
+/// What CrossReference reads: the unrevoked consents and the regional links, not the locations.
 const LINKS: ViewParts = ViewParts {
+    consents: Some(ConsentHistory::Unrevoked),
+    locations: false,
     links: true,
-    ..ViewParts::REFS
 };
 
 /// How a request names a patient.
@@ -336,8 +338,8 @@ impl Mpi {
     }
 
     /// What a retrieval starts from: who asks, today, and the `parts` of the patient's data it
-    /// discloses from, as of today (read in one snapshot, with the unrevoked consents); the note
-    /// learns the person and whose data is about to be disclosed.
+    /// reads, as of today (in one snapshot); the note learns the person and whose data is about
+    /// to be disclosed.
     fn disclosure_view(
         &self,
         principal: &Principal,
@@ -350,10 +352,6 @@ impl Mpi {
         let today = crate::dates::today_in_japan();
         let subject = self.subject(patient, today)?;
         note.person = Some(subject.person);
-        let parts = ViewParts {
-            consents: Some(ConsentHistory::Unrevoked),
-            ..parts
-        };
         let view = self.store().person_view(subject.person, parts)?;
         note.disclosed_subjects = view.refs.clone();
         Ok((requester, today, view))
