@@ -201,8 +201,27 @@ fn migrate_location_index(db: &Database, index_db: &Database) -> StoreResult<()>
     Ok(())
 }
 
+/// Marks a version 3 file as version 4: nothing to copy, since its JSON consents still decode
+/// and new ones are written as postcard; the mark keeps older builds from opening the file.
+fn mark_postcard_consents(db: &Database) -> StoreResult<()> {
+    let txn = db.begin_read().map_err(engine)?;
+    if schema_version(&txn)? != Some(3) {
+        return Ok(());
+    }
+    drop(txn);
+    let write = db.begin_write().map_err(engine)?;
+    write
+        .open_table(META)
+        .map_err(engine)?
+        .insert("schema_version", SCHEMA_VERSION)
+        .map_err(engine)?;
+    write.commit().map_err(engine)?;
+    tracing::info!("consents are written as postcard from now on (schema version 4)");
+    Ok(())
+}
+
 /// Builds version 3's `subject_consents_v3` (each subject's consents in full) from `consents`
-/// in batches, then drops version 2's ID-only index and records version 3. Copying is
+/// in batches, then drops version 2's ID-only index and records the current version. Copying is
 /// idempotent, so a crash part-way only repeats it at the next open.
 fn migrate_subject_consents(db: &Database) -> StoreResult<()> {
     let txn = db.begin_read().map_err(engine)?;
@@ -260,7 +279,7 @@ fn migrate_subject_consents(db: &Database) -> StoreResult<()> {
     write.commit().map_err(engine)?;
     tracing::info!(
         consents = copied,
-        "indexed each subject's consents in full (schema version 3)"
+        "indexed each subject's consents in full (schema version 4)"
     );
     Ok(())
 }
@@ -579,8 +598,10 @@ pub const AUDIT_CACHE_BYTES: usize = 32 << 20;
 /// The page cache of `audit-index.redb`.
 pub const AUDIT_INDEX_CACHE_BYTES: usize = 64 << 20;
 
-/// The on-disk layout version this code reads and writes.
-pub const SCHEMA_VERSION: u64 = 3;
+/// The on-disk layout version this code reads and writes. Version 4 writes consents as
+/// postcard (`consent::codec`); version 3's JSON consents still decode, so a version 3 file is
+/// only marked, but an older build refuses a version 4 file instead of failing on its consents.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Location index entries copied per transaction when a version 1 file is migrated.
 const MIGRATE_ROWS: usize = 100_000;
@@ -705,8 +726,8 @@ impl RedbStore {
                 }
                 Some(SCHEMA_VERSION) => {}
                 // Version 1 kept the location index in this file; versions 1 and 2 indexed a
-                // subject's consents by ID alone.
-                Some(1 | 2) => {}
+                // subject's consents by ID alone; versions 1 to 3 wrote consents as JSON.
+                Some(1..=3) => {}
                 Some(other) => {
                     return Err(StoreError::Engine(format!(
                         "database schema version {other} is not {SCHEMA_VERSION}"
@@ -717,6 +738,7 @@ impl RedbStore {
         txn.commit().map_err(engine)?;
         migrate_location_index(&db, &index_db)?;
         migrate_subject_consents(&db)?;
+        mark_postcard_consents(&db)?;
         let audit_db = Arc::new(
             redb::Builder::new()
                 .set_cache_size(AUDIT_CACHE_BYTES)
@@ -2010,6 +2032,59 @@ mod tests {
             Err(redb::TableError::TableDoesNotExist(_))
         ));
         assert_eq!(schema_version(&txn).unwrap(), Some(SCHEMA_VERSION));
+    }
+
+    /// A version 3 file wrote its consents as JSON: it opens as version 4, and they still
+    /// decode, for reads and for the participation gate.
+    #[test]
+    fn a_version_3_files_json_consents_still_decode_after_it_opens_as_version_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mpi.redb");
+        let (network, today, location) = {
+            let (_, _, network, today, location) = participating();
+            (network, today, location)
+        };
+        let (subject, consent) = participation_of(1, network, today);
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let json = format!(
+                r#"{{"v":1,"kind":"participation","network":"{network}","scope":null,"from":"{today}","until":null,"evidence":"form","recorded_by":"operator:ops","recorded_at":0,"revocation":null}}"#
+            );
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut consents = txn.open_table(CONSENTS).unwrap();
+                let value = [subject.0.as_slice(), json.as_bytes()].concat();
+                consents
+                    .insert(consent.id.0.as_slice(), value.as_slice())
+                    .unwrap();
+                let mut index = txn.open_table(SUBJECT_CONSENTS).unwrap();
+                let value = [&[0u8][..], json.as_bytes()].concat();
+                index
+                    .insert(
+                        pair_key(&subject.0, &consent.id.0).as_slice(),
+                        value.as_slice(),
+                    )
+                    .unwrap();
+                txn.open_table(META)
+                    .unwrap()
+                    .insert("schema_version", 3)
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(
+            store.consent(consent.id).unwrap(),
+            Some((subject, consent.clone()))
+        );
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(1)])
+                .unwrap(),
+            [RegisterOutcome::Stored]
+        );
+        let txn = store.db.begin_read().unwrap();
+        assert_eq!(schema_version(&txn).unwrap(), Some(4));
     }
 
     #[test]
