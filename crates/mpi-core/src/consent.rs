@@ -372,7 +372,7 @@ pub mod codec {
     /// The stored bytes of a consent (its ID is the key).
     pub fn value(consent: &Consent) -> Vec<u8> {
         // Serializing plain strings, numbers and vectors cannot fail.
-        postcard::to_extend(&stored(consent, 2), vec![POSTCARD]).unwrap_or_default()
+        postcard::to_extend(&stored(consent, POSTCARD), vec![POSTCARD]).unwrap_or_default()
     }
 
     /// A consent as version 1 stored it, for the tests of old stores.
@@ -446,7 +446,7 @@ pub mod codec {
             Some((&POSTCARD, rest)) => {
                 let (stored, rest) = postcard::take_from_bytes::<StoredConsent>(rest)
                     .map_err(|_| corrupt("encoding"))?;
-                if !rest.is_empty() || stored.v != 2 {
+                if !rest.is_empty() || stored.v != POSTCARD {
                     return Err(corrupt("encoding"));
                 }
                 stored
