@@ -216,7 +216,10 @@ fn mark_postcard_consents(db: &Database) -> StoreResult<()> {
         .insert("schema_version", SCHEMA_VERSION)
         .map_err(engine)?;
     write.commit().map_err(engine)?;
-    tracing::info!("consents are written as postcard from now on (schema version 4)");
+    tracing::info!(
+        schema_version = SCHEMA_VERSION,
+        "consents are written as postcard from now on"
+    );
     Ok(())
 }
 
@@ -279,7 +282,8 @@ fn migrate_subject_consents(db: &Database) -> StoreResult<()> {
     write.commit().map_err(engine)?;
     tracing::info!(
         consents = copied,
-        "indexed each subject's consents in full (schema version 4)"
+        schema_version = SCHEMA_VERSION,
+        "indexed each subject's consents in full"
     );
     Ok(())
 }
