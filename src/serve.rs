@@ -112,10 +112,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
     };
     init_tracing(config.log_format);
     mpi_server::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    if !mpi_server::runtime::LIFO_SLOT_DISABLED {
+        tracing::warn!(
+            "built without `--cfg tokio_unstable` (set by .cargo/config.toml; a RUSTFLAGS \
+             variable replaces it): answers are written one at a time, at a cost in throughput"
+        );
+    }
+    let runtime = match mpi_server::runtime::builder().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("kouiki-mpi: cannot start the runtime: {error}");

@@ -60,8 +60,8 @@ pub(crate) fn pin(core: usize) {
 /// How a pinned runtime schedules its tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavour {
-    /// Tokio's multi-thread scheduler with one worker, as `kouiki-mpi serve` runs (with one
-    /// worker per core there).
+    /// Tokio's multi-thread scheduler with one worker, set up as `kouiki-mpi serve` sets it up
+    /// (`mpi_server::runtime::builder`, with one worker per core there).
     MultiThread,
     /// Tokio's current-thread scheduler, driven by a thread of its own.
     CurrentThread,
@@ -79,9 +79,8 @@ impl Pinned {
     /// A runtime of `flavour` on `core`.
     pub fn new(core: usize, flavour: Flavour) -> anyhow::Result<Self> {
         if flavour == Flavour::MultiThread {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            let runtime = mpi_server::runtime::builder()
                 .worker_threads(1)
-                .enable_all()
                 .on_thread_start(move || pin(core))
                 .build()?;
             return Ok(Self {

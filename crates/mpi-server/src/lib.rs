@@ -12,6 +12,7 @@ pub mod convert;
 pub mod identity;
 pub mod metrics;
 pub mod pki;
+pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod services;
