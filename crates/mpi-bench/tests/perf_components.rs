@@ -1,0 +1,178 @@
+//! `scripts/perf-components.py`, which turns a `perf script` of `mpi-bench floor` into the
+//! server's CPU per call by component (docs/benchmarks.md), on a made-up profile whose answer
+//! is known: the phases it must find, the threads it must leave out, the component of each
+//! stack, and the microseconds per call.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+/// Samples per second of the made-up profile (the script's HZ argument).
+const HZ: u32 = 10;
+
+/// One sample in `perf script -F comm,tid,time,ip,sym` form: the header, then the stack leaf
+/// first, then a blank line.
+fn sample(out: &mut String, comm: &str, tid: u32, time: f64, frames: &[&str]) {
+    writeln!(out, "{comm} {tid} {time:.6}: ").unwrap();
+    for (n, frame) in frames.iter().enumerate() {
+        writeln!(out, "\t    55d5c0a{n:05x} {frame}+0x1f").unwrap();
+    }
+    out.push('\n');
+}
+
+const WORKER: &str = "tokio-rt-worker";
+const FIND: &str = "<mpi_server::services::RecordLocatorAdapter as mpi_proto::v1::record_locator_server::RecordLocator>::find_locations::{{closure}}";
+const H2: &[&str] = &[
+    "h2::proto::streams::send::Send::send_data<bytes::Bytes>",
+    "<hyper::proto::h2::server::H2Stream<F,B> as core::future::future::Future>::poll",
+];
+const TLS_UNDER_H2: &[&str] = &[
+    "rustls::conn::ConnectionCommon<T>::write_tls",
+    "<tokio_rustls::server::TlsStream<IO> as tokio::io::AsyncWrite>::poll_write",
+    "h2::codec::framed_write::FramedWrite<T,B>::flush",
+];
+const STORE_UNDER_VIEW: &[&str] = &[
+    "redb::tree_store::page_store::cached_file::PagedCachedFile::read",
+    "<mpi_store_redb::RedbStore as mpi_core::store::Store>::person_view",
+    "mpi_core::records::<impl mpi_core::service::Mpi>::disclosure_view",
+];
+
+/// Seconds 100–104: the echo phase, 10 samples a second on the worker (6 HTTP/2, 4 TLS under
+/// HTTP/2). Seconds 105–109: FindLocations, 10 a second on the worker (5 in the person view,
+/// 3 HTTP/2, 2 TLS), all under the adapter's frame, and 2 a second on the audit writer. The
+/// client's thread and the benchmark's main thread are busy throughout and must be left out,
+/// and a second of import before it all must not count as a phase.
+fn profile() -> String {
+    let mut out = String::new();
+    for tick in 0..HZ {
+        let time = 90.0 + f64::from(tick) / f64::from(HZ);
+        sample(&mut out, "mpi-bench", 1, time, &["mpi_synth::generate"]);
+    }
+    for second in 100..110 {
+        for tick in 0..HZ {
+            let time = f64::from(second) + f64::from(tick) / f64::from(HZ);
+            sample(
+                &mut out,
+                "bench-core-1",
+                3,
+                time,
+                &["tonic::client::Grpc::unary"],
+            );
+            sample(&mut out, "mpi-bench", 1, time, &["std::thread::park"]);
+            let mut frames: Vec<&str> = match (second < 105, tick) {
+                (true, 0..6) | (false, 5..8) => H2.to_vec(),
+                (true, _) | (false, 8..) => TLS_UNDER_H2.to_vec(),
+                (false, _) => STORE_UNDER_VIEW.to_vec(),
+            };
+            if second >= 105 {
+                frames.push(FIND);
+            }
+            frames.push("tokio::runtime::scheduler::multi_thread::worker::Context::run");
+            sample(&mut out, WORKER, 7, time, &frames);
+            if second >= 105 && tick < 2 {
+                sample(
+                    &mut out,
+                    "audit-writer",
+                    8,
+                    time + 0.01,
+                    &["std::fs::File::sync_data"],
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The `| component | share | us per call |` rows after `heading`: µs per call by component.
+fn rows(report: &str, heading: &str) -> BTreeMap<String, f64> {
+    let block = report
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("no {heading:?} in:\n{report}"))
+        .1;
+    block
+        .lines()
+        .skip_while(|line| !line.starts_with("| component"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (cells[1].to_owned(), cells[3].parse().unwrap())
+        })
+        .collect()
+}
+
+fn expected(rows: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    rows.iter()
+        .map(|(name, us)| ((*name).to_owned(), *us))
+        .collect()
+}
+
+#[test]
+fn the_components_script_finds_the_phases_and_the_cost_per_call() {
+    let python = ["python3", "python"].into_iter().find(|candidate| {
+        Command::new(candidate)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    let Some(python) = python else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have python3 (the interoperability test needs it too)"
+        );
+        eprintln!("no python3 on this machine; scripts/perf-components.py was not tested");
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/perf-components.py");
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("perf.txt");
+    std::fs::write(&text, profile()).unwrap();
+    // 1,000 echo calls and 500 FindLocations a second.
+    let run = Command::new(python)
+        .arg(&script)
+        .arg(&text)
+        .args(["1000", "500", &HZ.to_string()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8(run.stdout).unwrap();
+    assert!(
+        run.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(report.contains("server worker thread 7 "), "{report}");
+    // Each phase less its first and last second: 101–103 and 106–108.
+    // Echo: one core busy at 1,000 calls/s is 1,000 µs per call, 6:4.
+    assert!(
+        report.contains(
+            "echo floor: 3 s at 1000 calls/s; server threads busy 1.00 of a core = 1000.0 us per call"
+        ),
+        "{report}"
+    );
+    assert_eq!(
+        rows(&report, "echo floor:"),
+        expected(&[
+            ("HTTP/2 (h2, hyper)", 600.0),
+            ("TLS and socket reads and writes", 400.0),
+        ])
+    );
+    // FindLocations: 1.2 cores (the audit writer's 0.2 included) at 500 calls/s.
+    assert!(
+        report.contains(
+            "FindLocations: 3 s at 500 calls/s; server threads busy 1.20 of a core = 2400.0 us per call"
+        ),
+        "{report}"
+    );
+    assert_eq!(
+        rows(&report, "FindLocations:"),
+        expected(&[
+            ("person view (store reads, decoding)", 1000.0),
+            ("HTTP/2 (h2, hyper)", 600.0),
+            ("TLS and socket reads and writes", 400.0),
+            ("thread audit-writer", 400.0),
+        ])
+    );
+}
