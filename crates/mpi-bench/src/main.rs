@@ -513,9 +513,8 @@ fn main() -> anyhow::Result<()> {
     );
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The runtime `kouiki-mpi serve` runs on: the servers started in this process run on it.
+    let runtime = mpi_server::runtime::builder().build()?;
     let mut rows = Vec::new();
     let (imported, probed) =
         runtime.block_on(import(&population, &data_dir, cli.batch, cli.cache_mib))?;

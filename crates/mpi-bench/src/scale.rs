@@ -100,9 +100,8 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     let data_dir = dir.path().join("data");
     let tls = tempfile::tempdir()?;
     let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The runtime `kouiki-mpi serve` runs on: the servers started in this process run on it.
+    let runtime = mpi_server::runtime::builder().build()?;
     let (import, probed) = runtime.block_on(crate::import(
         &population,
         &data_dir,
