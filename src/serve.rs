@@ -112,6 +112,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
     };
     init_tracing(config.log_format);
     mpi_server::install_crypto_provider();
+    tracing::info!(
+        allocator_retains_freed_memory = mpi_alloc::retains_freed_memory(),
+        scheduler_lifo_slot_disabled = mpi_server::runtime::LIFO_SLOT_DISABLED,
+        "process settings"
+    );
     if !mpi_server::runtime::LIFO_SLOT_DISABLED {
         tracing::warn!(
             "built without `--cfg tokio_unstable` (set by .cargo/config.toml; a RUSTFLAGS \

@@ -1,4 +1,5 @@
-//! The binary itself: SIGTERM drains in-flight requests and exits 0; bad settings exit 64.
+//! The binary itself: SIGTERM drains in-flight requests and exits 0; bad settings exit 64; it
+//! reports the process settings `main` makes first.
 
 use std::process::Command;
 
@@ -125,4 +126,32 @@ fn bad_settings_exit_64_naming_the_setting() {
         !dir.path().join("data").exists(),
         "nothing is created before the configuration is valid"
     );
+}
+
+/// `main` keeps freed memory for reuse before anything else runs (`mpi_alloc`), unless the
+/// operator's `MIMALLOC_PURGE_DELAY` says otherwise, and the server's scheduler runs without its
+/// LIFO slot (`mpi_server::runtime`); the binary reports both at start, read from the allocator
+/// and the build, not assumed.
+#[test]
+fn the_binary_reports_the_allocator_and_scheduler_settings_it_runs_with() {
+    for (purge_delay, retains) in [(None, true), (Some("10"), false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, _stdout, stderr, _address) = spawn_serve_with(
+            &dir.path().join("data"),
+            &["--log-format", "json"],
+            "info",
+            &[(mpi_alloc::PURGE_DELAY_VARIABLE, purge_delay)],
+        );
+        let line = wait_for(&stderr, "process settings");
+        assert!(
+            line.contains(&format!("\"allocator_retains_freed_memory\":{retains}")),
+            "{purge_delay:?}: {line}"
+        );
+        assert!(
+            line.contains("\"scheduler_lifo_slot_disabled\":true"),
+            "{line}"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

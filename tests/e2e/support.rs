@@ -411,21 +411,37 @@ pub fn wait_for(receiver: &mpsc::Receiver<String>, needle: &str) -> String {
 /// The built server binary.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kouiki-mpi");
 
-/// The server binary started as `kouiki-mpi serve` on 127.0.0.1:0 over `data` (creating its
-/// development PKI), with `extra` arguments and `RUST_LOG`, once it listens: the child, its
-/// stdout and stderr lines, and the address it listens on.
-pub fn spawn_serve(
-    data: &Path,
-    extra: &[&str],
-    rust_log: &str,
-) -> (
+/// A started `kouiki-mpi serve`: the child, its stdout and stderr lines, and its address.
+pub type Served = (
     std::process::Child,
     mpsc::Receiver<String>,
     mpsc::Receiver<String>,
     String,
-) {
+);
+
+/// The server binary started as `kouiki-mpi serve` on 127.0.0.1:0 over `data` (creating its
+/// development PKI), with `extra` arguments and `RUST_LOG`, once it listens: the child, its
+/// stdout and stderr lines, and the address it listens on.
+pub fn spawn_serve(data: &Path, extra: &[&str], rust_log: &str) -> Served {
+    spawn_serve_with(data, extra, rust_log, &[])
+}
+
+/// [`spawn_serve`] with environment variables set (`Some`) or removed (`None`).
+pub fn spawn_serve_with(
+    data: &Path,
+    extra: &[&str],
+    rust_log: &str,
+    env: &[(&str, Option<&str>)],
+) -> Served {
     use std::process::{Command, Stdio};
-    let mut child = Command::new(BINARY)
+    let mut command = Command::new(BINARY);
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let mut child = command
         .args([
             "serve",
             "--listen",

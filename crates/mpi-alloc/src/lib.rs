@@ -36,18 +36,24 @@ pub fn retain_freed_memory() {
     }
 }
 
+/// The value of mimalloc's option at `index`.
+fn option(index: libmimalloc_sys::mi_option_t) -> std::ffi::c_long {
+    // SAFETY: reading an option takes no pointers; `mi_option_get` may be called any time.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_get(index)
+    }
+}
+
+/// Whether freed memory stays in the process ([`retain_freed_memory`] was called, or the
+/// operator's [`PURGE_DELAY_VARIABLE`] asks for the same): what the binaries report at start.
+pub fn retains_freed_memory() -> bool {
+    option(PURGE_DELAY) < 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The value of mimalloc's option at `index`.
-    fn option(index: libmimalloc_sys::mi_option_t) -> std::ffi::c_long {
-        // SAFETY: reading an option takes no pointers; `mi_option_get` may be called any time.
-        #[allow(unsafe_code)]
-        unsafe {
-            libmimalloc_sys::mi_option_get(index)
-        }
-    }
 
     #[test]
     fn the_option_is_mimallocs_purge_delay_and_retaining_sets_it_to_never() {
@@ -61,8 +67,10 @@ mod tests {
                 0,
                 "the option after the purge delay is not use_numa_nodes"
             );
+            assert!(!retains_freed_memory());
             retain_freed_memory();
             assert_eq!(option(PURGE_DELAY), -1);
+            assert!(retains_freed_memory());
         }
     }
 }
