@@ -24,7 +24,7 @@ use crate::reason::Reason;
 use crate::resolution::{Resolved, Subject, resolve_many};
 use crate::service::{Mpi, now_micros};
 use crate::store::{
-    ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome, ViewParts,
+    ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome, Snapshot, ViewParts,
 };
 
 /// What FindLocations reads: the unrevoked consents (the disclosure rule's) and the locations,
@@ -196,33 +196,29 @@ fn ambiguous_patient() -> ServiceError {
 }
 
 impl Mpi {
-    fn resolve_subjects(
-        &self,
-        patients: &[(&InsuredPatient, NaiveDate)],
-    ) -> ServiceResult<Vec<Resolved>> {
-        Ok(resolve_many(self.store().as_ref(), self.keyer(), patients)?)
-    }
-
-    fn resolve_regional(&self, id: &RegionalId) -> ServiceResult<Resolved> {
-        let Some(reference) = self.store().regional_subject(self.keyer().regional(id))? else {
+    fn resolve_regional(&self, reads: &dyn Snapshot, id: &RegionalId) -> ServiceResult<Resolved> {
+        let Some(reference) = reads.regional_subject(self.keyer().regional(id))? else {
             return Ok(Resolved::Unknown);
         };
-        Ok(
-            match self.store().persons_of(&[reference])?.pop().flatten() {
-                Some(person) => Resolved::One(Subject { person, reference }),
-                None => Resolved::Unknown,
-            },
-        )
+        Ok(match reads.persons_of(&[reference])?.pop().flatten() {
+            Some(person) => Resolved::One(Subject { person, reference }),
+            None => Resolved::Unknown,
+        })
     }
 
-    /// Resolves a patient as of `on`, or fails with NOT_FOUND or FAILED_PRECONDITION.
-    fn subject(&self, patient: &PatientRef, on: NaiveDate) -> ServiceResult<Subject> {
+    /// Resolves a patient as of `on` on `reads`, or fails with NOT_FOUND or
+    /// FAILED_PRECONDITION.
+    fn subject(
+        &self,
+        reads: &dyn Snapshot,
+        patient: &PatientRef,
+        on: NaiveDate,
+    ) -> ServiceResult<Subject> {
         let resolved = match patient {
-            PatientRef::Insured(insured) => self
-                .resolve_subjects(&[(insured, on)])?
+            PatientRef::Insured(insured) => resolve_many(reads, self.keyer(), &[(insured, on)])?
                 .pop()
                 .unwrap_or(Resolved::Unknown),
-            PatientRef::Regional(id) => self.resolve_regional(id)?,
+            PatientRef::Regional(id) => self.resolve_regional(reads, id)?,
         };
         match resolved {
             Resolved::One(subject) => Ok(subject),
@@ -244,6 +240,8 @@ impl Mpi {
             .registration_reads
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Every item is resolved on one snapshot, dropped before the write below.
+        let reads = self.store().snapshot()?;
         let now = now_micros();
         let mut outcomes: Vec<Option<ItemOutcome>> = Vec::with_capacity(items.len());
         let mut insured: Vec<(usize, &InsuredPatient, NaiveDate)> = Vec::new();
@@ -257,7 +255,7 @@ impl Mpi {
                         PatientRef::Insured(patient) => {
                             insured.push((index, patient, registration.location.first_service));
                         }
-                        PatientRef::Regional(id) => match self.resolve_regional(id)? {
+                        PatientRef::Regional(id) => match self.resolve_regional(&*reads, id)? {
                             Resolved::One(subject) => subjects[index] = Some(subject.reference),
                             _ => outcomes[index] = Some(ItemOutcome::UnknownPatient),
                         },
@@ -266,7 +264,11 @@ impl Mpi {
             }
         }
         let asked: Vec<_> = insured.iter().map(|(_, p, on)| (*p, *on)).collect();
-        for ((index, _, _), resolved) in insured.iter().zip(self.resolve_subjects(&asked)?) {
+        for ((index, _, _), resolved) in
+            insured
+                .iter()
+                .zip(resolve_many(&*reads, self.keyer(), &asked)?)
+        {
             match resolved {
                 Resolved::One(subject) => subjects[*index] = Some(subject.reference),
                 Resolved::Ambiguous => outcomes[*index] = Some(ItemOutcome::AmbiguousPatient),
@@ -284,6 +286,7 @@ impl Mpi {
             }
         }
         let today = crate::dates::today_in_japan();
+        drop(reads);
         drop(resolving);
         let stored = self.store().register_locations(network, today, &writes)?;
         for (index, outcome) in positions.into_iter().zip(stored) {
@@ -350,9 +353,10 @@ impl Mpi {
     ) -> ServiceResult<(Requester, NaiveDate, crate::store::PersonView)> {
         let requester = self.requester(principal, why)?;
         let today = crate::dates::today_in_japan();
-        let subject = self.subject(patient, today)?;
+        let reads = self.store().snapshot()?;
+        let subject = self.subject(&*reads, patient, today)?;
         note.person = Some(subject.person);
-        let view = self.store().person_view(subject.person, parts)?;
+        let view = reads.person_view(subject.person, parts)?;
         note.disclosed_subjects = view.refs.clone();
         Ok((requester, today, view))
     }
@@ -472,7 +476,11 @@ impl Mpi {
     ) -> Noted<bool> {
         let mut note = AuditNote::default();
         let result = (|| {
-            let subject = self.subject(&PatientRef::Insured(patient.clone()), as_of)?;
+            let subject = self.subject(
+                &*self.store().snapshot()?,
+                &PatientRef::Insured(patient.clone()),
+                as_of,
+            )?;
             note.person = Some(subject.person);
             let regional_key = self.keyer().regional(regional);
             let link = RegionalLink {
@@ -506,7 +514,8 @@ impl Mpi {
     pub fn unlink_regional_id(&self, regional: &RegionalId) -> Noted<()> {
         let mut note = AuditNote::default();
         let result = (|| {
-            if let Resolved::One(subject) = self.resolve_regional(regional)? {
+            let resolved = self.resolve_regional(&*self.store().snapshot()?, regional)?;
+            if let Resolved::One(subject) = resolved {
                 note.person = Some(subject.person);
             }
             if self
@@ -604,7 +613,7 @@ impl Mpi {
                 "must not be before valid_from",
             ));
         }
-        let subject = self.subject(&new.patient, today)?;
+        let subject = self.subject(&*self.store().snapshot()?, &new.patient, today)?;
         let consent = Consent {
             id: ConsentId::random(),
             grant: new.grant,
@@ -687,9 +696,10 @@ impl Mpi {
     pub fn list_consents(&self, patient: &PatientRef, page: Page) -> Noted<Paged<Consent>> {
         let mut note = AuditNote::default();
         let result = (|| {
-            let subject = self.subject(patient, crate::dates::today_in_japan())?;
+            let reads = self.store().snapshot()?;
+            let subject = self.subject(&*reads, patient, crate::dates::today_in_japan())?;
             note.person = Some(subject.person);
-            let view = self.store().person_view(
+            let view = reads.person_view(
                 subject.person,
                 ViewParts {
                     consents: Some(ConsentHistory::Full),
@@ -716,9 +726,13 @@ impl Mpi {
     ) -> Noted<(Vec<DisclosureRecord>, Option<u64>)> {
         let mut note = AuditNote::default();
         let result = (|| {
-            let subject = self.subject(patient, crate::dates::today_in_japan())?;
-            note.person = Some(subject.person);
-            let view = self.store().person_view(subject.person, ViewParts::REFS)?;
+            let view = {
+                // Dropped before the audit reads below: a store may hold a lock while a snapshot lives.
+                let reads = self.store().snapshot()?;
+                let subject = self.subject(&*reads, patient, crate::dates::today_in_japan())?;
+                note.person = Some(subject.person);
+                reads.person_view(subject.person, ViewParts::REFS)?
+            };
             let mut entries = Vec::new();
             let mut next = after;
             loop {

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 
 use crate::keys::{IdentifierKey, Keyer, PersonKey};
 use crate::qualification::InsuredPatient;
-use crate::store::{QualificationEntry, Store, StoreError, StoreResult};
+use crate::store::{QualificationEntry, Snapshot, StoreError, StoreResult};
 
 /// The outcome of resolving an identifier on a date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub enum Resolved {
 /// household members apart on numbers without 枝番). Candidates are mapped to persons through
 /// their provider references; one distinct person resolves, several are ambiguous.
 pub fn resolve(
-    store: &dyn Store,
+    store: &dyn Snapshot,
     keyer: &Keyer,
     patient: &InsuredPatient,
     on: NaiveDate,
@@ -63,7 +63,7 @@ pub fn resolve(
 /// names the holding reference too (the smallest key when a person held the identifier under
 /// several references).
 pub fn resolve_many(
-    store: &dyn Store,
+    store: &dyn Snapshot,
     keyer: &Keyer,
     patients: &[(&InsuredPatient, NaiveDate)],
 ) -> StoreResult<Vec<Resolved>> {

@@ -195,7 +195,7 @@ impl Mpi {
 
     /// Resolves one insured patient as of a date.
     pub fn resolve(&self, patient: &InsuredPatient, on: NaiveDate) -> ServiceResult<Resolution> {
-        Ok(resolve(self.store.as_ref(), &self.keyer, patient, on)?)
+        Ok(resolve(&*self.store.snapshot()?, &self.keyer, patient, on)?)
     }
 
     /// Do two insured IDs, each as of its date, belong to one person?

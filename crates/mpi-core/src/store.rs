@@ -343,9 +343,36 @@ pub fn revocation_effects(
     Some((network, purge || !remaining, purge))
 }
 
+/// Reads over one consistent state of a store (a read transaction): a write committed while
+/// a snapshot is alive is either wholly in it or not at all, for every read made through it.
+/// What a retrieval resolves and then reads comes from one snapshot ([`Store::snapshot`]);
+/// the methods of the same names on [`Store`] each take a snapshot of their own.
+pub trait Snapshot {
+    /// For each insured key, every stored entry with that key (in key order).
+    fn qualifications_by_insured(
+        &self,
+        insured_keys: &[IdentifierKey],
+    ) -> StoreResult<Vec<Vec<QualificationEntry>>>;
+
+    /// For each provider reference key, the person it belongs to, if known.
+    fn persons_of(&self, person_ref_keys: &[IdentifierKey]) -> StoreResult<Vec<Option<PersonKey>>>;
+
+    /// The person's cluster and the `parts` asked for (consents, locations, links); the parts
+    /// not asked for are empty.
+    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView>;
+
+    /// The subject a regional ID is linked to.
+    fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>>;
+}
+
 /// Persistence for the MPI. One conformance suite (`mpi-store-conformance`) runs against every
 /// implementation.
 pub trait Store: Send + Sync + 'static {
+    /// A snapshot of the store for several reads that must agree with each other. Hold it only
+    /// for the reads (not across an `.await`): a store may keep writers waiting, or old pages
+    /// alive, while it lives.
+    fn snapshot(&self) -> StoreResult<Box<dyn Snapshot + '_>>;
+
     /// Upserts qualification entries durably, keyed by (insured key, person reference key,
     /// start). Assigns a fresh random `PersonKey` to every person reference seen for the first
     /// time. Returns one outcome per entry, in order; a later duplicate of an earlier entry in

@@ -32,7 +32,8 @@ macro_rules! store_conformance {
             locations_need_participation_widen_and_withdraw,
             person_view_follows_merges_and_unmerges,
             revoking_participation_cuts_links_and_purge_deletes_locations,
-            links_need_participation_and_belong_to_one_subject
+            links_need_participation_and_belong_to_one_subject,
+            a_snapshot_reads_one_state_of_the_store
         );
     };
     (@cases $make:expr; $($case:ident),*) => {$(
@@ -372,7 +373,7 @@ use mpi_core::consent::{Consent, ConsentGrant, ConsentId, Revocation};
 use mpi_core::ids::{FacilityCode, NetworkId};
 use mpi_core::location::{Location, LocationId, RecordKind, RecordReference, SubjectLocation};
 use mpi_core::store::{
-    ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome, ViewParts,
+    ConsentHistory, LinkOutcome, RegionalLink, RegisterOutcome, RevokeOutcome, Snapshot, ViewParts,
 };
 
 fn network(text: &str) -> NetworkId {
@@ -818,4 +819,102 @@ pub fn links_need_participation_and_belong_to_one_subject(store: &dyn Store) {
             .links
             .is_empty()
     );
+}
+
+/// Everything the four reads of a snapshot return about references 1 and 2, their insured
+/// keys and regional ID 60.
+fn read_all(reads: &dyn Snapshot) -> impl PartialEq + std::fmt::Debug + use<> {
+    let persons = reads.persons_of(&[key(1), key(2)]).unwrap();
+    let views: Vec<_> = persons
+        .iter()
+        .map(|person| {
+            reads
+                .person_view(person.unwrap(), ViewParts::EVERYTHING)
+                .unwrap()
+        })
+        .collect();
+    (
+        reads
+            .qualifications_by_insured(&[key(101), key(102)])
+            .unwrap(),
+        persons,
+        views,
+        reads.regional_subject(key(60)).unwrap(),
+    )
+}
+
+/// Every read through one snapshot sees the store as it was when the snapshot was taken,
+/// whatever commits meanwhile (a merge, a consent, a location, a link, a qualification); the
+/// store's own reads see the writes once they are done.
+pub fn a_snapshot_reads_one_state_of_the_store(store: &dyn Store) {
+    people(store, &[1, 2]);
+    store
+        .record_consents(&[(key(1), participation("13-0001"))])
+        .unwrap();
+    let first = located(1, "13-0001", "doc-a", day(2024, 4, 1));
+    store
+        .register_locations(network("13-0001"), today(), std::slice::from_ref(&first))
+        .unwrap();
+    let was_one_state = |reads: &dyn Snapshot| {
+        let persons = reads.persons_of(&[key(1), key(2)]).unwrap();
+        let (person_1, person_2) = (persons[0].unwrap(), persons[1].unwrap());
+        assert_ne!(person_1, person_2);
+        let view = reads.person_view(person_1, ViewParts::EVERYTHING).unwrap();
+        assert_eq!(view.refs, vec![key(1)]);
+        assert_eq!(view.locations.len(), 1);
+        assert_eq!(view.consents.len(), 1);
+        assert!(view.links.is_empty());
+    };
+    std::thread::scope(|scope| {
+        let reads = store.snapshot().unwrap();
+        let before = read_all(&*reads);
+        let (sent, written) = std::sync::mpsc::channel();
+        scope.spawn(move || {
+            store
+                .upsert_qualifications(&[entry(101, 1, day(2024, 1, 1))])
+                .unwrap();
+            store
+                .record_consents(&[(key(2), participation("13-0001"))])
+                .unwrap();
+            let second = located(2, "13-0001", "doc-b", day(2024, 5, 1));
+            store
+                .register_locations(network("13-0001"), today(), &[second])
+                .unwrap();
+            let link = RegionalLink {
+                regional_key: key(60),
+                network: network("13-0001"),
+                subject: key(1),
+                sealed_local: vec![9; 40],
+            };
+            assert_eq!(
+                store.link_regional(&link, today()).unwrap(),
+                LinkOutcome::Created
+            );
+            assert!(matches!(merge(store, 1, 2).1, MergeOutcome::Merged { .. }));
+            sent.send(()).unwrap();
+        });
+        // A store whose snapshots hold writers off (a read lock) gets to the writes only once
+        // `reads` is dropped; one whose snapshots are transactions commits them meanwhile, and
+        // the reads below then run after every write.
+        let done = written
+            .recv_timeout(std::time::Duration::from_millis(500))
+            .is_ok();
+        assert_eq!(read_all(&*reads), before, "writes done meanwhile: {done}");
+        was_one_state(&*reads);
+        drop(reads);
+        if !done {
+            written.recv().unwrap();
+        }
+    });
+    let person = person_of(store, 1);
+    assert_eq!(person_of(store, 2), person);
+    let view = store.person_view(person, ViewParts::EVERYTHING).unwrap();
+    assert_eq!((view.refs.len(), view.locations.len()), (2, 2));
+    assert_eq!(view.consents.len(), 2);
+    assert_eq!(view.links.len(), 1);
+    assert_eq!(
+        store.qualifications_by_insured(&[key(101)]).unwrap()[0].len(),
+        2
+    );
+    assert_eq!(store.regional_subject(key(60)).unwrap(), Some(key(1)));
 }

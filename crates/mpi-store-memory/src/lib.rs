@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use chrono::NaiveDate;
 use mpi_core::audit::ChainHead;
@@ -13,7 +13,7 @@ use mpi_core::keys::{IdentifierKey, PersonKey};
 use mpi_core::location::{LocationId, SubjectLocation, codec::ID_KEY_LEN, codec::id_key};
 use mpi_core::store::{
     Attribution, ConsentHistory, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest,
-    PersonView, QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store,
+    PersonView, QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Snapshot, Store,
     StoreResult, UnmergeOutcome, UpsertOutcome, ViewParts, revocation_effects, superseding_merge,
 };
 use mpi_core::store::{AuditRow, continue_chain};
@@ -122,6 +122,65 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The tables under the read lock: writers wait until it is dropped.
+    fn read(&self) -> Reading<'_> {
+        Reading(self.tables.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// [`Snapshot`] for [`MemoryStore`]: its tables under the read lock.
+struct Reading<'a>(RwLockReadGuard<'a, Tables>);
+
+impl Snapshot for Reading<'_> {
+    fn qualifications_by_insured(
+        &self,
+        insured_keys: &[IdentifierKey],
+    ) -> StoreResult<Vec<Vec<QualificationEntry>>> {
+        let tables = &self.0;
+        Ok(insured_keys
+            .iter()
+            .map(|insured| {
+                let from = (*insured, IdentifierKey([0; 32]), [0; 4]);
+                let to = (*insured, IdentifierKey([0xff; 32]), [0xff; 4]);
+                tables
+                    .qualifications
+                    .range(from..=to)
+                    .map(|(_, entry)| *entry)
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn persons_of(&self, person_ref_keys: &[IdentifierKey]) -> StoreResult<Vec<Option<PersonKey>>> {
+        let tables = &self.0;
+        Ok(person_ref_keys
+            .iter()
+            .map(|key| tables.persons.get(key).copied())
+            .collect())
+    }
+
+    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
+        let tables = &self.0;
+        let refs = tables.members_of(person);
+        let mut view = PersonView::default();
+        if let Some(history) = parts.consents {
+            view.consents = tables.consents_of(&refs, history);
+        }
+        if parts.locations {
+            view.locations = refs.iter().flat_map(|r| tables.locations_of(*r)).collect();
+        }
+        if parts.links {
+            view.links = refs.iter().flat_map(|r| tables.links_of(*r)).collect();
+        }
+        view.refs = refs;
+        Ok(view)
+    }
+
+    fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>> {
+        let tables = &self.0;
+        Ok(tables.links.get(&regional_key).map(|link| link.subject))
+    }
 }
 
 fn qualification_key(entry: &QualificationEntry) -> QualificationKey {
@@ -133,6 +192,29 @@ fn qualification_key(entry: &QualificationEntry) -> QualificationKey {
 }
 
 impl Store for MemoryStore {
+    fn snapshot(&self) -> StoreResult<Box<dyn Snapshot + '_>> {
+        Ok(Box::new(self.read()))
+    }
+
+    fn qualifications_by_insured(
+        &self,
+        insured_keys: &[IdentifierKey],
+    ) -> StoreResult<Vec<Vec<QualificationEntry>>> {
+        self.read().qualifications_by_insured(insured_keys)
+    }
+
+    fn persons_of(&self, person_ref_keys: &[IdentifierKey]) -> StoreResult<Vec<Option<PersonKey>>> {
+        self.read().persons_of(person_ref_keys)
+    }
+
+    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
+        self.read().person_view(person, parts)
+    }
+
+    fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>> {
+        self.read().regional_subject(regional_key)
+    }
+
     fn upsert_qualifications(
         &self,
         entries: &[QualificationEntry],
@@ -158,33 +240,6 @@ impl Store for MemoryStore {
             outcomes.push(outcome);
         }
         Ok(outcomes)
-    }
-
-    fn qualifications_by_insured(
-        &self,
-        insured_keys: &[IdentifierKey],
-    ) -> StoreResult<Vec<Vec<QualificationEntry>>> {
-        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(insured_keys
-            .iter()
-            .map(|insured| {
-                let from = (*insured, IdentifierKey([0; 32]), [0; 4]);
-                let to = (*insured, IdentifierKey([0xff; 32]), [0xff; 4]);
-                tables
-                    .qualifications
-                    .range(from..=to)
-                    .map(|(_, entry)| *entry)
-                    .collect()
-            })
-            .collect())
-    }
-
-    fn persons_of(&self, person_ref_keys: &[IdentifierKey]) -> StoreResult<Vec<Option<PersonKey>>> {
-        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(person_ref_keys
-            .iter()
-            .map(|key| tables.persons.get(key).copied())
-            .collect())
     }
 
     fn merge_persons(&self, request: &MergeRequest) -> StoreResult<MergeOutcome> {
@@ -359,23 +414,6 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
-        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        let refs = tables.members_of(person);
-        let mut view = PersonView::default();
-        if let Some(history) = parts.consents {
-            view.consents = tables.consents_of(&refs, history);
-        }
-        if parts.locations {
-            view.locations = refs.iter().flat_map(|r| tables.locations_of(*r)).collect();
-        }
-        if parts.links {
-            view.links = refs.iter().flat_map(|r| tables.links_of(*r)).collect();
-        }
-        view.refs = refs;
-        Ok(view)
-    }
-
     fn record_consents(&self, consents: &[(IdentifierKey, Consent)]) -> StoreResult<()> {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         for (subject, consent) in consents {
@@ -465,11 +503,6 @@ impl Store for MemoryStore {
     fn unlink_regional(&self, regional_key: IdentifierKey) -> StoreResult<bool> {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         Ok(tables.remove_link(regional_key))
-    }
-
-    fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>> {
-        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(tables.links.get(&regional_key).map(|link| link.subject))
     }
 }
 

@@ -324,7 +324,7 @@ use mpi_core::location::{self, LocationId, SubjectLocation};
 use mpi_core::store::codec::{self, QUALIFICATION_KEY_LEN};
 use mpi_core::store::{
     Attribution, ConsentHistory, LinkOutcome, MergeId, MergeOutcome, MergeRecord, MergeRequest,
-    PersonView, QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Store,
+    PersonView, QualificationEntry, RegionalLink, RegisterOutcome, RevokeOutcome, Snapshot, Store,
     StoreError, StoreResult, UnmergeOutcome, UpsertOutcome, ViewParts, revocation_effects,
     superseding_merge,
 };
@@ -1005,6 +1005,11 @@ impl RedbStore {
         Ok(())
     }
 
+    /// A read transaction of the main file.
+    fn read(&self) -> StoreResult<RedbSnapshot> {
+        self.db.begin_read().map(RedbSnapshot).map_err(engine)
+    }
+
     /// A write transaction of the main file, counted in `waiting_writers` while it waits.
     fn write(&self) -> StoreResult<redb::WriteTransaction> {
         use std::sync::atomic::Ordering;
@@ -1117,51 +1122,34 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
-    fn upsert_qualifications(
-        &self,
-        entries: &[QualificationEntry],
-    ) -> StoreResult<Vec<UpsertOutcome>> {
-        Ok(self.upsert_in_pieces(entries, YIELD_AFTER)?.0)
+    fn snapshot(&self) -> StoreResult<Box<dyn Snapshot + '_>> {
+        Ok(Box::new(self.read()?))
     }
 
     fn qualifications_by_insured(
         &self,
         insured_keys: &[IdentifierKey],
     ) -> StoreResult<Vec<Vec<QualificationEntry>>> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(QUALIFICATIONS).map_err(engine)?;
-        insured_keys
-            .iter()
-            .map(|insured| {
-                let mut from = [0u8; QUALIFICATION_KEY_LEN];
-                from[..32].copy_from_slice(&insured.0);
-                let mut to = [0xffu8; QUALIFICATION_KEY_LEN];
-                to[..32].copy_from_slice(&insured.0);
-                table
-                    .range(from.as_slice()..=to.as_slice())
-                    .map_err(engine)?
-                    .map(|item| {
-                        let (key, value) = item.map_err(engine)?;
-                        codec::decode_qualification(key.value(), value.value())
-                    })
-                    .collect()
-            })
-            .collect()
+        self.read()?.qualifications_by_insured(insured_keys)
     }
 
     fn persons_of(&self, person_ref_keys: &[IdentifierKey]) -> StoreResult<Vec<Option<PersonKey>>> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let table = txn.open_table(PERSONS).map_err(engine)?;
-        person_ref_keys
-            .iter()
-            .map(|reference| {
-                table
-                    .get(reference.0.as_slice())
-                    .map_err(engine)?
-                    .map(|value| codec::decode_person(value.value()))
-                    .transpose()
-            })
-            .collect()
+        self.read()?.persons_of(person_ref_keys)
+    }
+
+    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
+        self.read()?.person_view(person, parts)
+    }
+
+    fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>> {
+        self.read()?.regional_subject(regional_key)
+    }
+
+    fn upsert_qualifications(
+        &self,
+        entries: &[QualificationEntry],
+    ) -> StoreResult<Vec<UpsertOutcome>> {
+        Ok(self.upsert_in_pieces(entries, YIELD_AFTER)?.0)
     }
 
     fn merge_persons(&self, request: &MergeRequest) -> StoreResult<MergeOutcome> {
@@ -1403,33 +1391,6 @@ impl Store for RedbStore {
         Ok(found)
     }
 
-    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let members = txn.open_table(MEMBERS).map_err(engine)?;
-        let refs = members_of(&members, person)?;
-        let mut view = PersonView::default();
-        if let Some(history) = parts.consents {
-            let subject_consents = txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
-            view.consents = consents_of(&subject_consents, &refs, history)?;
-        }
-        if parts.locations {
-            let locations = txn.open_table(LOCATIONS).map_err(engine)?;
-            for reference in &refs {
-                view.locations.extend(locations_of(&locations, *reference)?);
-            }
-        }
-        if parts.links {
-            let links = txn.open_table(LINKS).map_err(engine)?;
-            let subject_links = txn.open_table(SUBJECT_LINKS).map_err(engine)?;
-            for reference in &refs {
-                view.links
-                    .extend(links_of(&links, &subject_links, *reference)?);
-            }
-        }
-        view.refs = refs;
-        Ok(view)
-    }
-
     fn record_consents(&self, records: &[(IdentifierKey, Consent)]) -> StoreResult<()> {
         let txn = self.write()?;
         {
@@ -1614,10 +1575,78 @@ impl Store for RedbStore {
         txn.commit().map_err(engine)?;
         Ok(removed)
     }
+}
+
+/// A read transaction of the main file: [`Snapshot`] for [`RedbStore`].
+struct RedbSnapshot(redb::ReadTransaction);
+
+impl Snapshot for RedbSnapshot {
+    fn qualifications_by_insured(
+        &self,
+        insured_keys: &[IdentifierKey],
+    ) -> StoreResult<Vec<Vec<QualificationEntry>>> {
+        let table = self.0.open_table(QUALIFICATIONS).map_err(engine)?;
+        insured_keys
+            .iter()
+            .map(|insured| {
+                let mut from = [0u8; QUALIFICATION_KEY_LEN];
+                from[..32].copy_from_slice(&insured.0);
+                let mut to = [0xffu8; QUALIFICATION_KEY_LEN];
+                to[..32].copy_from_slice(&insured.0);
+                table
+                    .range(from.as_slice()..=to.as_slice())
+                    .map_err(engine)?
+                    .map(|item| {
+                        let (key, value) = item.map_err(engine)?;
+                        codec::decode_qualification(key.value(), value.value())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn persons_of(&self, person_ref_keys: &[IdentifierKey]) -> StoreResult<Vec<Option<PersonKey>>> {
+        let table = self.0.open_table(PERSONS).map_err(engine)?;
+        person_ref_keys
+            .iter()
+            .map(|reference| {
+                table
+                    .get(reference.0.as_slice())
+                    .map_err(engine)?
+                    .map(|value| codec::decode_person(value.value()))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
+        let members = self.0.open_table(MEMBERS).map_err(engine)?;
+        let refs = members_of(&members, person)?;
+        let mut view = PersonView::default();
+        if let Some(history) = parts.consents {
+            let subject_consents = self.0.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            view.consents = consents_of(&subject_consents, &refs, history)?;
+        }
+        if parts.locations {
+            let locations = self.0.open_table(LOCATIONS).map_err(engine)?;
+            for reference in &refs {
+                view.locations.extend(locations_of(&locations, *reference)?);
+            }
+        }
+        if parts.links {
+            let links = self.0.open_table(LINKS).map_err(engine)?;
+            let subject_links = self.0.open_table(SUBJECT_LINKS).map_err(engine)?;
+            for reference in &refs {
+                view.links
+                    .extend(links_of(&links, &subject_links, *reference)?);
+            }
+        }
+        view.refs = refs;
+        Ok(view)
+    }
 
     fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let links = txn.open_table(LINKS).map_err(engine)?;
+        let links = self.0.open_table(LINKS).map_err(engine)?;
         links
             .get(regional_key.0.as_slice())
             .map_err(engine)?

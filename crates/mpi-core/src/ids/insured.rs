@@ -118,9 +118,16 @@ impl CardText {
         if bytes > 38 {
             return Err(InsuredIdError::TooLong(field));
         }
+        let key = if width == Some(Width::Half) {
+            // ASCII letters, digits and '-' are their own NFKC form, and none of them is a
+            // variation selector, a hyphen variant or a long-vowel mark: the key is the input.
+            input.to_owned()
+        } else {
+            normalize_key(input)
+        };
         Ok(Some(Self {
             raw: input.to_owned(),
-            key: normalize_key(input),
+            key,
         }))
     }
 
@@ -485,6 +492,18 @@ pub(crate) mod tests {
                 id.branch().as_ref().map_or("", Branch::as_str),
             ).unwrap();
             prop_assert_eq!(again.canonical(), id.canonical());
+        }
+
+        #[test]
+        fn the_key_of_any_accepted_text_is_its_normal_form(text in prop_oneof![
+            half_width_text(38),
+            full_width_text(),
+            "[０-９1a\u{2010}\u{2212}\u{30FC}\u{FE00}\u{FE63}-]{1,12}",
+            ".{1,20}",
+        ]) {
+            if let Ok(Some(parsed)) = CardText::parse(&text, CardField::Number) {
+                prop_assert_eq!(parsed.key, normalize_key(&text));
+            }
         }
 
         #[test]
