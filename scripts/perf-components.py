@@ -7,7 +7,12 @@ phase and the FindLocations phase by time, and groups each phase's samples of th
 threads by the first rule below that matches a frame of the sample's stack. With each phase's
 calls per second (from the floor's output) it prints microseconds of server CPU per call.
 
-    perf-components.py SCRIPT_TXT ECHO_PER_S FIND_PER_S [HZ]
+    perf-components.py SCRIPT_TXT ECHO_PER_S FIND_PER_S [HZ] [--within FRAME PATTERN...]
+
+With `--within`, it then breaks the FindLocations phase's samples that have a frame
+containing FRAME down by PATTERN: for each, the share of those samples with a frame
+containing it (a sample can count for several patterns), or, for a PATTERN written `=TEXT`,
+with TEXT in the leaf frame alone (the function's own code, not what it calls).
 
 The client's thread (`bench-core-1`) and the benchmark's main thread (import and
 registration before the phases) are left out; the phases are the whole seconds in which the
@@ -83,8 +88,15 @@ def classify(comm, frames):
 
 
 def main():
-    path, echo_rate, find_rate = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-    hz = float(sys.argv[4]) if len(sys.argv) > 4 else 499.0
+    args = sys.argv[1:]
+    within = []
+    if "--within" in args:
+        at = args.index("--within")
+        args, within = args[:at], args[at + 1:]
+        if len(within) < 2:
+            sys.exit("--within needs a frame and at least one pattern")
+    path, echo_rate, find_rate = args[0], float(args[1]), float(args[2])
+    hz = float(args[3]) if len(args) > 3 else 499.0
     every = [s for s in samples(path) if s[0] not in ("bench-core-1", "mpi-bench")]
     workers = collections.Counter(tid for comm, tid, _, _ in every if comm == "tokio-rt-worker")
     # The server's worker: the tokio thread that ran FindLocations most.
@@ -131,6 +143,34 @@ def main():
         print("|---|---:|---:|")
         for name, n in counts.most_common():
             print(f"| {name} | {100 * n / total:.1f} % | {n / hz / seconds / rate * 1e6:.1f} |")
+    if within:
+        breakdown(every, within[0], within[1:], find_lo, find_hi, find_rate, hz)
+
+
+def breakdown(every, frame, patterns, lo, hi, rate, hz):
+    """The FindLocations phase's samples under `frame`, by pattern (see the module's text)."""
+    inside = []
+    for comm, _, t, frames in every:
+        if lo <= t < hi:
+            names = [bare(f) for f in frames]
+            if any(frame in name for name in names):
+                inside.append(names)
+    seconds = hi - lo
+    per_call = 1e6 / hz / seconds / rate
+    print(f"\nFindLocations, samples with a frame containing {frame!r}: {len(inside)}, "
+          f"{len(inside) * per_call:.1f} us per call")
+    if not inside:
+        return
+    print("| in | share | us per call |")
+    print("|---|---:|---:|")
+    for pattern in patterns:
+        if pattern.startswith("="):
+            n = sum(1 for names in inside if names and pattern[1:] in names[0])
+            label = f"{pattern[1:]} (own code)"
+        else:
+            n = sum(1 for names in inside if any(pattern in name for name in names))
+            label = pattern
+        print(f"| {label} | {100 * n / len(inside):.1f} % | {n * per_call:.1f} |")
 
 
 if __name__ == "__main__":
