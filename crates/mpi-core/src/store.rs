@@ -369,8 +369,9 @@ pub trait Snapshot {
 /// implementation.
 pub trait Store: Send + Sync + 'static {
     /// A snapshot of the store for several reads that must agree with each other. Hold it only
-    /// for the reads (not across an `.await`): a store may keep writers waiting, or old pages
-    /// alive, while it lives.
+    /// for the reads: not across an `.await`, and not across a call of another method of the
+    /// store (a store may hold a lock that keeps writers, and itself, waiting while the
+    /// snapshot lives, or keep old pages alive).
     fn snapshot(&self) -> StoreResult<Box<dyn Snapshot + '_>>;
 
     /// Upserts qualification entries durably, keyed by (insured key, person reference key,
