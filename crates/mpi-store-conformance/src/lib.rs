@@ -767,15 +767,20 @@ pub fn revoking_participation_cuts_links_and_purge_deletes_locations(store: &dyn
     assert!(stored.revocation.unwrap().purged);
 }
 
-/// Linking needs participation; a regional ID belongs to one subject at a time.
-pub fn links_need_participation_and_belong_to_one_subject(store: &dyn Store) {
-    people(store, &[1, 2]);
-    let link = RegionalLink {
+/// Regional ID 60 of network 13-0001, linked to subject 1.
+fn link_60_to_1() -> RegionalLink {
+    RegionalLink {
         regional_key: key(60),
         network: network("13-0001"),
         subject: key(1),
         sealed_local: vec![9; 40],
-    };
+    }
+}
+
+/// Linking needs participation; a regional ID belongs to one subject at a time.
+pub fn links_need_participation_and_belong_to_one_subject(store: &dyn Store) {
+    people(store, &[1, 2]);
+    let link = link_60_to_1();
     assert_eq!(
         store.link_regional(&link, today()).unwrap(),
         LinkOutcome::NoParticipation
@@ -880,14 +885,8 @@ pub fn a_snapshot_reads_one_state_of_the_store(store: &dyn Store) {
             store
                 .register_locations(network("13-0001"), today(), &[second])
                 .unwrap();
-            let link = RegionalLink {
-                regional_key: key(60),
-                network: network("13-0001"),
-                subject: key(1),
-                sealed_local: vec![9; 40],
-            };
             assert_eq!(
-                store.link_regional(&link, today()).unwrap(),
+                store.link_regional(&link_60_to_1(), today()).unwrap(),
                 LinkOutcome::Created
             );
             assert!(matches!(merge(store, 1, 2).1, MergeOutcome::Merged { .. }));
