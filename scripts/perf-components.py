@@ -24,8 +24,9 @@ import re
 import sys
 
 # (component, patterns), matched against frame names without their generic arguments: a
-# sample belongs to the component of the innermost frame (nearest the leaf) that matches, so
-# a TLS write under HTTP/2 is TLS, a store read under the person view is the person view.
+# sample belongs to the component of the innermost frame (nearest the leaf) that matches (the
+# first rule in this order, where several match that frame), so a TLS write under HTTP/2 is
+# TLS, a store read under the person view is the person view.
 RULES = [
     ("HTTP/2 (h2, hyper)", ["h2::", "hyper::", "hyper_util::"]),
     ("TLS and socket reads and writes", ["rustls::", "tokio_rustls::"]),
@@ -38,6 +39,13 @@ RULES = [
     ("disclosure rule, filter, sort, page", ["Mpi>::find_locations"]),
     ("person view (store reads, decoding)", ["Mpi>::disclosure_view"]),
     ("resolution (insured ID to person)", ["Mpi>::subject"]),
+    # Last, so that any rule above wins on the same frame (the adapter's and the echo
+    # handler's frames name the generated trait too): tonic's server, axum's router, tower's
+    # layers and the generated service glue, which hyper's stream polls around the handler.
+    (
+        "gRPC service layers (tonic, axum, tower)",
+        ["tonic::", "tonic_", "axum::", "tower::", "tower_http::", "mpi_proto::"],
+    ),
 ]
 
 # In a frame of every FindLocations of kouiki-mpi (not of the echo server).

@@ -29,6 +29,18 @@ const H2: &[&str] = &[
     "h2::proto::streams::send::Send::send_data<bytes::Bytes>",
     "<hyper::proto::h2::server::H2Stream<F,B> as core::future::future::Future>::poll",
 ];
+const GRPC_UNDER_H2: &[&str] = &[
+    "tonic::server::grpc::Grpc<T>::map_response",
+    "<mpi_proto::v1::record_locator_server::RecordLocatorServer<T> as tower_service::Service<http::request::Request<B>>>::call",
+    "<hyper::proto::h2::server::H2Stream<F,B> as core::future::future::Future>::poll",
+];
+/// The echo handler's frame names the generated trait, as the adapter's does: the handler's
+/// rule must win over the gRPC layers'.
+const ECHO_UNDER_GRPC: &[&str] = &[
+    "<mpi_bench::floor::Echo as mpi_proto::v1::record_locator_server::RecordLocator>::find_locations::{{closure}}",
+    "<mpi_proto::v1::record_locator_server::RecordLocatorServer<T> as tower_service::Service<http::request::Request<B>>>::call",
+    "<hyper::proto::h2::server::H2Stream<F,B> as core::future::future::Future>::poll",
+];
 const TLS_UNDER_H2: &[&str] = &[
     "rustls::conn::ConnectionCommon<T>::write_tls",
     "<tokio_rustls::server::TlsStream<IO> as tokio::io::AsyncWrite>::poll_write",
@@ -48,8 +60,8 @@ const KEYS_UNDER_VIEW: &[&str] = &[
     "mpi_core::records::<impl mpi_core::service::Mpi>::disclosure_view",
 ];
 
-/// Seconds 100–104: the echo phase, 10 samples a second on the worker (6 HTTP/2, 4 TLS under
-/// HTTP/2). Seconds 105–109: FindLocations, 10 a second on the worker (5 in the person view,
+/// Seconds 100–104: the echo phase, 10 samples a second on the worker (4 HTTP/2, 1 in
+/// tonic's server, 1 in the echo handler, 4 TLS under HTTP/2). Seconds 105–109: FindLocations, 10 a second on the worker (5 in the person view,
 /// of them 2 comparing keys under `locations_of` and 3 in redb's page cache; 3 HTTP/2, 2 TLS), all under the adapter's frame, and 2 a second on the audit writer. The
 /// client's thread and the benchmark's main thread are busy throughout and must be left out,
 /// and a second of import before it all must not count as a phase.
@@ -71,7 +83,9 @@ fn profile() -> String {
             );
             sample(&mut out, "mpi-bench", 1, time, &["std::thread::park"]);
             let mut frames: Vec<&str> = match (second < 105, tick) {
-                (true, 0..6) | (false, 5..8) => H2.to_vec(),
+                (true, 0..4) | (false, 5..8) => H2.to_vec(),
+                (true, 4) => GRPC_UNDER_H2.to_vec(),
+                (true, 5) => ECHO_UNDER_GRPC.to_vec(),
                 (true, _) | (false, 8..) => TLS_UNDER_H2.to_vec(),
                 (false, 0..2) => KEYS_UNDER_VIEW.to_vec(),
                 (false, _) => STORE_UNDER_VIEW.to_vec(),
@@ -163,7 +177,7 @@ fn the_components_script_finds_the_phases_and_the_cost_per_call() {
     };
     assert!(report.contains("server worker thread 7 "), "{report}");
     // Each phase less its first and last second: 101–103 and 106–108.
-    // Echo: one core busy at 1,000 calls/s is 1,000 µs per call, 6:4.
+    // Echo: one core busy at 1,000 calls/s is 1,000 µs per call, 4:1:1:4.
     assert!(
         report.contains(
             "echo floor: 3 s at 1000 calls/s; server threads busy 1.00 of a core = 1000.0 us per call"
@@ -173,7 +187,9 @@ fn the_components_script_finds_the_phases_and_the_cost_per_call() {
     assert_eq!(
         rows(&report, "echo floor:"),
         expected(&[
-            ("HTTP/2 (h2, hyper)", 600.0),
+            ("HTTP/2 (h2, hyper)", 400.0),
+            ("gRPC service layers (tonic, axum, tower)", 100.0),
+            ("echo server's handler", 100.0),
             ("TLS and socket reads and writes", 400.0),
         ])
     );
