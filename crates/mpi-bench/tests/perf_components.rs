@@ -25,21 +25,26 @@ fn sample(out: &mut String, comm: &str, tid: u32, time: f64, frames: &[&str]) {
 
 const WORKER: &str = "tokio-rt-worker";
 const FIND: &str = "<mpi_server::services::RecordLocatorAdapter as mpi_proto::v1::record_locator_server::RecordLocator>::find_locations::{{closure}}";
+/// Frames several made-up stacks share.
+const H2_STREAM: &str =
+    "<hyper::proto::h2::server::H2Stream<F,B> as core::future::future::Future>::poll";
+const GENERATED_CALL: &str = "<mpi_proto::v1::record_locator_server::RecordLocatorServer<T> as tower_service::Service<http::request::Request<B>>>::call";
+const DISCLOSURE_VIEW: &str = "mpi_core::records::<impl mpi_core::service::Mpi>::disclosure_view";
 const H2: &[&str] = &[
     "h2::proto::streams::send::Send::send_data<bytes::Bytes>",
-    "<hyper::proto::h2::server::H2Stream<F,B> as core::future::future::Future>::poll",
+    H2_STREAM,
 ];
 const GRPC_UNDER_H2: &[&str] = &[
     "tonic::server::grpc::Grpc<T>::map_response",
-    "<mpi_proto::v1::record_locator_server::RecordLocatorServer<T> as tower_service::Service<http::request::Request<B>>>::call",
-    "<hyper::proto::h2::server::H2Stream<F,B> as core::future::future::Future>::poll",
+    GENERATED_CALL,
+    H2_STREAM,
 ];
 /// The echo handler's frame names the generated trait, as the adapter's does: the handler's
 /// rule must win over the gRPC layers'.
 const ECHO_UNDER_GRPC: &[&str] = &[
     "<mpi_bench::floor::Echo as mpi_proto::v1::record_locator_server::RecordLocator>::find_locations::{{closure}}",
-    "<mpi_proto::v1::record_locator_server::RecordLocatorServer<T> as tower_service::Service<http::request::Request<B>>>::call",
-    "<hyper::proto::h2::server::H2Stream<F,B> as core::future::future::Future>::poll",
+    GENERATED_CALL,
+    H2_STREAM,
 ];
 const TLS_UNDER_H2: &[&str] = &[
     "rustls::conn::ConnectionCommon<T>::write_tls",
@@ -48,23 +53,24 @@ const TLS_UNDER_H2: &[&str] = &[
 ];
 const STORE_UNDER_VIEW: &[&str] = &[
     "redb::tree_store::page_store::cached_file::PagedCachedFile::read",
-    "<mpi_store_redb::RedbStore as mpi_core::store::Store>::person_view",
-    "mpi_core::records::<impl mpi_core::service::Mpi>::disclosure_view",
+    "<mpi_store_redb::RedbSnapshot as mpi_core::store::Snapshot>::person_view",
+    DISCLOSURE_VIEW,
 ];
-
 const KEYS_UNDER_VIEW: &[&str] = &[
     "__memcmp_evex_movbe",
     "redb::tree_store::btree_base::BranchAccessor::child_for_key",
     "mpi_store_redb::locations_of",
     "<mpi_store_redb::RedbSnapshot as mpi_core::store::Snapshot>::person_view",
-    "mpi_core::records::<impl mpi_core::service::Mpi>::disclosure_view",
+    DISCLOSURE_VIEW,
 ];
 
 /// Seconds 100–104: the echo phase, 10 samples a second on the worker (4 HTTP/2, 1 in
-/// tonic's server, 1 in the echo handler, 4 TLS under HTTP/2). Seconds 105–109: FindLocations, 10 a second on the worker (5 in the person view,
-/// of them 2 comparing keys under `locations_of` and 3 in redb's page cache; 3 HTTP/2, 2 TLS), all under the adapter's frame, and 2 a second on the audit writer. The
-/// client's thread and the benchmark's main thread are busy throughout and must be left out,
-/// and a second of import before it all must not count as a phase.
+/// tonic's server, 1 in the echo handler, 4 TLS under HTTP/2). Seconds 105–109: FindLocations,
+/// 10 a second on the worker (5 in the person view, of them 2 comparing keys under
+/// `locations_of` and 3 in redb's page cache; 3 HTTP/2, 2 TLS), all under the adapter's frame,
+/// and 2 a second on the audit writer. The client's thread and the benchmark's main thread are
+/// busy throughout and must be left out, and a second of import before it all must not count
+/// as a phase.
 fn profile() -> String {
     let mut out = String::new();
     for tick in 0..HZ {
