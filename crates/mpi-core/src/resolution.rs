@@ -47,23 +47,23 @@ pub enum Resolved {
 /// household members apart on numbers without 枝番). Candidates are mapped to persons through
 /// their provider references; one distinct person resolves, several are ambiguous.
 pub fn resolve(
-    store: &dyn Snapshot,
+    reads: &dyn Snapshot,
     keyer: &Keyer,
     patient: &InsuredPatient,
     on: NaiveDate,
 ) -> StoreResult<Resolution> {
-    Ok(match resolve_many(store, keyer, &[(patient, on)])?.pop() {
+    Ok(match resolve_many(reads, keyer, &[(patient, on)])?.pop() {
         Some(Resolved::One(subject)) => Resolution::Person(subject.person),
         Some(Resolved::Ambiguous) => Resolution::Ambiguous,
         Some(Resolved::Unknown) | None => Resolution::Unknown,
     })
 }
 
-/// [`resolve`] for many patients, each as of its day, with two store reads in all; each answer
+/// [`resolve`] for many patients, each as of its day, with two reads of one snapshot; each answer
 /// names the holding reference too (the smallest key when a person held the identifier under
 /// several references).
 pub fn resolve_many(
-    store: &dyn Snapshot,
+    reads: &dyn Snapshot,
     keyer: &Keyer,
     patients: &[(&InsuredPatient, NaiveDate)],
 ) -> StoreResult<Vec<Resolved>> {
@@ -71,7 +71,7 @@ pub fn resolve_many(
         .iter()
         .map(|(patient, _)| keyer.insured(&patient.insured_id))
         .collect();
-    let entries = store.qualifications_by_insured(&insured_keys)?;
+    let entries = reads.qualifications_by_insured(&insured_keys)?;
     let candidates: Vec<BTreeSet<IdentifierKey>> = patients
         .iter()
         .zip(&entries)
@@ -97,7 +97,7 @@ pub fn resolve_many(
     let persons: BTreeMap<IdentifierKey, Option<PersonKey>> = all_refs
         .iter()
         .copied()
-        .zip(store.persons_of(&all_refs)?)
+        .zip(reads.persons_of(&all_refs)?)
         .collect();
     candidates
         .into_iter()
