@@ -692,9 +692,9 @@ fn report_slow_windows(
     );
 }
 
-/// FindLocations as in [`find`], but open loop: `rate` calls per second sent on schedule
-/// (every millisecond, whatever the answers take), each timed from its scheduled send, for
-/// `duration`. A call that would make more than 2,048 wait is not sent, and counted: the second
+/// FindLocations as in [`find`], but open loop: `rate` calls per second, each sent on its own
+/// due time whatever the answers take ([`crate::pace::Pacer`]), each timed from that due time,
+/// for `duration`. A call that would make more than 2,048 wait is not sent, and counted: the second
 /// value returned, which is 0 at a rate the service sustains (the row's latencies are then
 /// those of the calls sent only). Any error fails the run. When the slow calls were sent is
 /// printed by [`report_slow_windows`].
@@ -719,33 +719,26 @@ pub async fn paced_find(
     }
     let slots = Arc::new(tokio::sync::Semaphore::new(CAP as usize));
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-    let tick = Duration::from_millis(1);
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let (mut owed, mut sent, mut refused) = (0.0f64, 0u64, 0u64);
+    let (mut sent, mut refused) = (0u64, 0u64);
     let (started, began) = (Instant::now(), chrono::Utc::now());
-    while started.elapsed() < duration {
-        ticker.tick().await;
-        owed += rate * tick.as_secs_f64();
-        while owed >= 1.0 {
-            owed -= 1.0;
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                refused += 1;
-                continue;
-            };
-            let mut client = clients[sent as usize % clients.len()].clone();
-            let patient = patients[(sent as usize).wrapping_mul(7919) % patients.len()].clone();
-            let (sender, scheduled) = (sender.clone(), Instant::now());
-            let offset = scheduled.duration_since(started);
-            sent += 1;
-            tokio::spawn(async move {
-                let answer = client.find_locations(treatment(patient)).await;
-                let micros = scheduled.elapsed().as_micros() as u64;
-                let _ =
-                    sender.send(answer.map(|a| (offset, micros, a.into_inner().locations.len())));
-                drop(permit);
-            });
-        }
+    let mut pacer = crate::pace::Pacer::new(started, rate)?;
+    while pacer.peek() < started + duration {
+        let scheduled = pacer.next().await;
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            continue;
+        };
+        let mut client = clients[sent as usize % clients.len()].clone();
+        let patient = patients[(sent as usize).wrapping_mul(7919) % patients.len()].clone();
+        let sender = sender.clone();
+        let offset = scheduled.duration_since(started);
+        sent += 1;
+        tokio::spawn(async move {
+            let answer = client.find_locations(treatment(patient)).await;
+            let micros = scheduled.elapsed().as_micros() as u64;
+            let _ = sender.send(answer.map(|a| (offset, micros, a.into_inner().locations.len())));
+            drop(permit);
+        });
     }
     let _ = slots.acquire_many(CAP).await?;
     drop(sender);

@@ -20,6 +20,7 @@ static ALLOCATOR: mpi_alloc::Allocator = mpi_alloc::Allocator;
 
 mod floor;
 mod locations;
+mod pace;
 mod scale;
 mod soak;
 
@@ -119,6 +120,11 @@ enum Command {
         /// Serve without the audit log (to measure what it costs; never how the server runs).
         #[arg(long)]
         unaudited: bool,
+        /// Further open loops at these rates (calls per second, comma-separated), each for
+        /// `--seconds`, after the one at half the maximum: FindLocations latency against the
+        /// load, printed as a second table.
+        #[arg(long, value_delimiter = ',')]
+        latency_rates: Vec<f64>,
     },
     /// The server over a data directory (audited unless `--unaudited`), pinned to one core,
     /// until standard input closes (what `scale` runs as a child process, so that the server's
@@ -464,6 +470,7 @@ fn main() -> anyhow::Result<()> {
         plot,
         open_loop_rate,
         unaudited,
+        latency_rates,
     } = &cli.command
     {
         let settings = scale::Settings {
@@ -476,6 +483,7 @@ fn main() -> anyhow::Result<()> {
             flavour: server_flavour(&cli),
             cache_mib: cli.cache_mib,
             open_loop_rate: *open_loop_rate,
+            latency_rates: latency_rates.clone(),
             audited: !unaudited,
         };
         if *unaudited {

@@ -42,6 +42,9 @@ pub struct Point {
     pub half: Row,
     /// Calls of the open loop not sent because 2,048 were waiting (0 unless it fell behind).
     pub half_not_sent: u64,
+    /// FindLocations open loop at each of `Settings::latency_rates`: the rate, the row and the
+    /// calls not sent.
+    pub by_rate: Vec<(f64, Row, u64)>,
     /// The mixed load's maximum, operations per second.
     pub mixed: f64,
     /// Store pages added by registration, per stored location.
@@ -78,6 +81,9 @@ pub struct Settings {
     pub cache_mib: u64,
     /// The open loop's rate, if not half the maximum.
     pub open_loop_rate: Option<f64>,
+    /// Further open loops at these rates, after the one at half the maximum (the latency
+    /// against the load).
+    pub latency_rates: Vec<f64>,
     /// Whether the measured server audits (false only to measure what the audit log costs).
     pub audited: bool,
 }
@@ -184,22 +190,30 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     // The first pass warms the store's page cache; the second is the measurement.
     find("warm-up")??;
     let at_max = find("FindLocations, 64 in flight")??;
-    let (half, half_not_sent) = {
+    let open_loop = |rate: f64, label: &'static str| {
         let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
-        let target = settings.open_loop_rate.unwrap_or(rate(&at_max) / 2.0);
         clients.run(async move {
             locations::paced_find(
                 server.target(),
                 &population,
                 &plan,
-                target,
+                rate,
                 duration,
                 load.connections,
-                "FindLocations, open loop",
+                label,
             )
             .await
-        })??
+        })
     };
+    let (half, half_not_sent) = open_loop(
+        settings.open_loop_rate.unwrap_or(rate(&at_max) / 2.0),
+        "FindLocations, open loop",
+    )??;
+    let mut by_rate = Vec::new();
+    for &at in &settings.latency_rates {
+        let (row, not_sent) = open_loop(at, "FindLocations, open loop at a given rate")??;
+        by_rate.push((at, row, not_sent));
+    }
     let mixed = {
         let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
         clients.run(async move {
@@ -225,6 +239,7 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
         find: at_max,
         half,
         half_not_sent,
+        by_rate,
         mixed,
         page_bytes_per_location: after.saturating_sub(before) as f64 / stored as f64,
         file_bytes_per_location: files as f64 / stored as f64,
@@ -266,6 +281,29 @@ pub fn print(points: &[Point]) {
             p.server_mib,
             p.server_peak_mib
         );
+    }
+    if points.iter().any(|p| !p.by_rate.is_empty()) {
+        println!("\nFindLocations open loop by rate (latency against the load):\n");
+        println!("| persons | calls/s asked | calls/s answered | p50 ms | p99 ms | p99.9 ms |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for p in points {
+            for (asked, row, not_sent) in &p.by_rate {
+                let latency = row.latency.unwrap_or_default();
+                let behind = if *not_sent > 0 {
+                    format!(" (fell behind: {not_sent} not sent)")
+                } else {
+                    String::new()
+                };
+                println!(
+                    "| {} | {asked:.0} | {:.0}{behind} | {:.2} | {:.2} | {:.2} |",
+                    p.persons,
+                    rate(row),
+                    ms(latency.p50),
+                    ms(latency.p99),
+                    ms(latency.p999)
+                );
+            }
+        }
     }
     if let (Some(first), Some(last)) = (points.first(), points.last())
         && points.len() > 1

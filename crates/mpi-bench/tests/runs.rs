@@ -105,10 +105,36 @@ fn scale_reports_every_column_at_each_size_and_plots_them() {
         "200,400",
         "--plot",
         plot.to_str().unwrap(),
+        "--latency-rates",
+        "100,300",
     ]);
     for size in ["200", "400"] {
         let cells = row(&out, size);
         assert_eq!(cells.len(), 13, "{cells:?}");
+        // The open loop at each rate asked for, in the second table: answered about as many
+        // as asked (all of them, over the time they took), p50 <= p99 <= p99.9.
+        let by_rate: Vec<Vec<&str>> = out
+            .lines()
+            .map(|line| {
+                line.trim()
+                    .trim_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .collect()
+            })
+            .filter(|cells: &Vec<&str>| cells.len() == 6 && cells[0] == size)
+            .collect();
+        let asked: Vec<f64> = by_rate.iter().map(|cells| number(cells[1])).collect();
+        assert_eq!(asked, [100.0, 300.0], "{out}");
+        for cells in &by_rate {
+            let answered = number(cells[2]);
+            assert!(
+                answered > 0.0 && answered <= number(cells[1]) * 1.05,
+                "{cells:?}"
+            );
+            let (p50, p99, p999) = (number(cells[3]), number(cells[4]), number(cells[5]));
+            assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{cells:?}");
+        }
         let (echo, find, ratio) = (number(cells[4]), number(cells[5]), number(cells[6]));
         assert!(echo > 0.0 && find > 0.0, "{cells:?}");
         assert!((ratio - find / echo).abs() < 0.01, "{cells:?}");
