@@ -633,6 +633,51 @@ pub async fn find(
     ))
 }
 
+/// Asks for every patient that [`find`] asks for exactly once, `concurrency` calls in flight
+/// over `connections`: afterwards every store page a measurement reads has been read once, so
+/// a store cache that holds the store serves the measurement from memory at every population
+/// size (a fixed-time warm-up covers a smaller share of a larger population). Returns the
+/// calls made and how long they took.
+pub async fn ask_each_once(
+    server: &Target,
+    population: &Population,
+    plan: &RecordPlan,
+    connections: usize,
+    concurrency: usize,
+) -> anyhow::Result<(usize, Duration)> {
+    let patients = Arc::new(disclosing_patients(population, plan));
+    anyhow::ensure!(!patients.is_empty(), "no consenting persons to ask for");
+    let doctor = outside_clinician()?;
+    let mut channels = Vec::new();
+    for _ in 0..connections.max(1) {
+        channels.push(server.channel(&doctor).await?);
+    }
+    let started = Instant::now();
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..concurrency.max(1) {
+        let (channel, patients, taken) = (
+            channels[worker % channels.len()].clone(),
+            patients.clone(),
+            taken.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut client = pb::record_locator_client::RecordLocatorClient::new(channel);
+            loop {
+                let next = taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(patient) = patients.get(next) else {
+                    return Ok::<_, tonic::Status>(());
+                };
+                client.find_locations(treatment(patient.clone())).await?;
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    Ok((patients.len(), started.elapsed()))
+}
+
 /// The row of a FindLocations measurement: `how` it was driven, then the mean answer size.
 fn find_row(
     label: &'static str,
