@@ -834,25 +834,25 @@ impl RedbStore {
             let mut index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
             for (id_key, call, position) in order {
                 let subject = group[call].items[position].subject;
-                let owner = index
-                    .get(id_key)
+                // One descent of the tree for the common case, an ID nobody holds: the insert
+                // answers what it replaced, and another subject's standing claim is put back.
+                let previous = index
+                    .insert(id_key, subject.0.as_slice())
                     .map_err(engine)?
                     .map(|value| key32(value.value()))
                     .transpose()?;
-                let claim = match owner {
+                let claim = match previous {
                     None => Claim::New,
                     Some(owner) if owner == subject => Claim::Ours,
                     Some(owner) => {
                         if claimed_here.contains(id_key) || self.is_live_claim(owner, id_key)? {
+                            index.insert(id_key, owner.0.as_slice()).map_err(engine)?;
                             Claim::Another
                         } else {
                             Claim::New
                         }
                     }
                 };
-                if claim == Claim::New {
-                    index.insert(id_key, subject.0.as_slice()).map_err(engine)?;
-                }
                 // Claimed in this group, new or already held (perhaps as an orphan): another
                 // subject's item later in the group must not take it over.
                 if claim != Claim::Another {
