@@ -4,6 +4,8 @@
 //! - every acknowledged registration of the cycle is found (those of all cycles every 50 cycles
 //!   and at the end), and every unanswered batch is there wholly or not at all (the accepted
 //!   items of a batch are stored atomically);
+//! - each of those registrations still holds its ID: the same reference registered for another
+//!   person is refused (the location index's claims survive through the claim log);
 //! - every acknowledged consent is listed, and every acknowledged revocation is in force;
 //! - the audit chain verifies and holds the event of every acknowledged call (and at most those
 //!   of the calls that got no answer besides);
@@ -380,6 +382,49 @@ async fn check(
             "an unanswered batch is half visible: {landed} of {} items",
             batch.len()
         );
+    }
+    // Each acknowledged registration's claim on its ID survived as well (a crash may take the
+    // location index's latest commits, which are not all durable; the claim log written with
+    // the locations gives them back on open): the same reference for another person is refused.
+    let mut registrar = pb::record_locator_client::RecordLocatorClient::new(
+        channel(server, pki, "network-a").await,
+    );
+    let claimed: Vec<pb::LocationRegistration> = ledger
+        .stored
+        .iter()
+        .filter(|((of, _), _)| wanted(*of))
+        .flat_map(|((of, person), references)| {
+            references.iter().map(move |reference| {
+                location(
+                    &patient((person + 1) % STABLE),
+                    FACILITY,
+                    pb::RecordKind::Prescription,
+                    &service_day(*of),
+                    &service_day(*of),
+                    reference,
+                )
+            })
+        })
+        .collect();
+    for chunk in claimed.chunks(1000) {
+        let answer = registrar
+            .register_locations(pb::RegisterLocationsRequest {
+                items: chunk.to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for (result, item) in answer.results.iter().zip(chunk) {
+            assert!(
+                result.outcome() == pb::RegistrationOutcome::InvalidField
+                    && result.field.ends_with("reference")
+                    && result
+                        .reason
+                        .contains("already registered for another patient"),
+                "the claim on acknowledged registration {} was lost: {result:?}",
+                item.reference
+            );
+        }
     }
 
     let mut consents =

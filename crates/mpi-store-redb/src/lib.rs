@@ -8,13 +8,17 @@
 //! - `merges`: merge ID → merge record (what moved, who, when, why, and any unmerge);
 //! - `locations`: subject · network · facility · kind · reference digest → location;
 //! - `location_index`, in a file of its own beside the first (`location-index.redb`): network ·
-//!   facility · kind · reference digest → subject (each ID's claim; see `register_request`);
-//! - `consents`: consent ID → subject · consent; `subject_consents`: subject · consent ID →
-//!   revoked flag;
+//!   facility · kind · reference digest → subject (each ID's claim; see `register_request`),
+//!   and `location_index_meta` there: the last `claim_log` sequence the index holds durably;
+//! - `claim_log`: sequence → subject · location ID key, the claims of the locations stored since
+//!   the index last committed durably, replayed into it on open (see [`CLAIMS_DURABLE_AFTER`]);
+//! - `consents`: consent ID → subject · consent; `subject_consents_v3`: subject · consent ID →
+//!   revoked flag · consent;
 //! - `links`: regional key → subject · network · sealed local ID; `subject_links`: subject ·
 //!   regional key → ();
-//! - `meta`: schema version, the merge sequence and the cluster epoch (commits that changed a
-//!   cluster or its consents, so that a participation gate decided on a snapshot is checked).
+//! - `meta`: schema version, the merge sequence, the cluster epoch (commits that changed a
+//!   cluster or its consents, so that a participation gate decided on a snapshot is checked)
+//!   and the claim log's last sequence.
 //!
 //! The audit chain lives in a second file, `audit.redb`, beside the first:
 //! - `audit`: sequence → previous hash, hash, event content (the tamper-evident chain);
@@ -201,11 +205,13 @@ fn migrate_location_index(db: &Database, index_db: &Database) -> StoreResult<()>
     Ok(())
 }
 
-/// Marks a version 3 file as version 4: nothing to copy, since its JSON consents still decode
-/// and new ones are written as postcard; the mark keeps older builds from opening the file.
-fn mark_postcard_consents(db: &Database) -> StoreResult<()> {
+/// Marks a version 3 or 4 file as the current version: nothing to copy, since version 3's JSON
+/// consents still decode (new ones are written as postcard), and a version 4 file's location
+/// index holds every claim durably (its claim log starts empty); the mark keeps older builds
+/// from opening the file.
+fn mark_current_version(db: &Database) -> StoreResult<()> {
     let txn = db.begin_read().map_err(engine)?;
-    if schema_version(&txn)? != Some(3) {
+    if !matches!(schema_version(&txn)?, Some(3 | 4)) {
         return Ok(());
     }
     drop(txn);
@@ -218,9 +224,68 @@ fn mark_postcard_consents(db: &Database) -> StoreResult<()> {
     write.commit().map_err(engine)?;
     tracing::info!(
         schema_version = SCHEMA_VERSION,
-        "consents are written as postcard from now on"
+        "marked the store with the current schema version"
     );
     Ok(())
+}
+
+/// Replays into the location index the claim log's entries after its `claims_durable_to`: the
+/// claims of the locations stored since the index last committed durably, which a crash took
+/// from it if its later commits were not durable. In sequence order, so that an ID claimed again
+/// after a withdrawal ends with its latest holder; a claim replayed for a location withdrawn
+/// since is an orphan, which registration takes over. Then commits the index durably with the
+/// log's last sequence, and deletes the log's entries the index holds durably (those of a
+/// withdrawal's durable commit too). Returns the sequence the index holds durably.
+fn replay_claims(db: &Database, index_db: &Database) -> StoreResult<u64> {
+    let durable_to = {
+        let txn = index_db.begin_read().map_err(engine)?;
+        counter(
+            &txn.open_table(LOCATION_INDEX_META).map_err(engine)?,
+            CLAIMS_DURABLE_TO,
+        )?
+    };
+    let txn = db.begin_read().map_err(engine)?;
+    let logged = counter(&txn.open_table(META).map_err(engine)?, CLAIM_LOG_SEQUENCE)?;
+    let log = txn.open_table(CLAIM_LOG).map_err(engine)?;
+    if logged > durable_to {
+        let write = index_db.begin_write().map_err(engine)?;
+        let mut replayed = 0usize;
+        {
+            let mut index = write.open_table(LOCATION_INDEX).map_err(engine)?;
+            for item in log.range(durable_to + 1..).map_err(engine)? {
+                let (_, value) = item.map_err(engine)?;
+                let key = value.value();
+                if key.len() != location::codec::KEY_LEN {
+                    return Err(StoreError::Corrupt("claim log entry length".into()));
+                }
+                index.insert(&key[32..], &key[..32]).map_err(engine)?;
+                replayed += 1;
+            }
+            write
+                .open_table(LOCATION_INDEX_META)
+                .map_err(engine)?
+                .insert(CLAIMS_DURABLE_TO, logged)
+                .map_err(engine)?;
+        }
+        write.commit().map_err(engine)?;
+        tracing::info!(
+            claims = replayed,
+            "replayed the claims of stored locations into the location index"
+        );
+    }
+    let durable_to = durable_to.max(logged);
+    let stale = log.first().map_err(engine)?.is_some();
+    drop(log);
+    drop(txn);
+    if stale {
+        let trim = db.begin_write().map_err(engine)?;
+        trim.open_table(CLAIM_LOG)
+            .map_err(engine)?
+            .retain_in(..=durable_to, |_, _| false)
+            .map_err(engine)?;
+        trim.commit().map_err(engine)?;
+    }
+    Ok(durable_to)
 }
 
 /// Builds version 3's `subject_consents_v3` (each subject's consents in full) from `consents`
@@ -341,6 +406,15 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_head");
 const LOCATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locations");
 const LOCATION_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("location_index");
+/// `location-index.redb`'s own counters: [`CLAIMS_DURABLE_TO`].
+const LOCATION_INDEX_META: TableDefinition<&str, u64> = TableDefinition::new("location_index_meta");
+/// The claims of stored locations, in the main file (see [`CLAIM_LOG`]'s use in
+/// `register_group`): sequence → location ID key · subject.
+const CLAIM_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("claim_log");
+/// META: the last sequence given to a [`CLAIM_LOG`] entry.
+const CLAIM_LOG_SEQUENCE: &str = "claim_log_sequence";
+/// LOCATION_INDEX_META: every [`CLAIM_LOG`] entry up to this sequence is durable in the index.
+const CLAIMS_DURABLE_TO: &str = "claims_durable_to";
 const CONSENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("consents");
 /// A subject's consents, keyed by (subject, consent ID): one range read gives every consent of
 /// a subject, where looking each one up by ID in `consents` cost a random B-tree walk apiece
@@ -605,7 +679,23 @@ pub const AUDIT_INDEX_CACHE_BYTES: usize = 64 << 20;
 /// The on-disk layout version this code reads and writes. Version 4 writes consents as
 /// postcard (`consent::codec`); version 3's JSON consents still decode, so a version 3 file is
 /// only marked, but an older build refuses a version 4 file instead of failing on its consents.
-pub const SCHEMA_VERSION: u64 = 4;
+/// Version 5 keeps the claims of stored locations in `claim_log` until the location index holds
+/// them durably (see [`CLAIMS_DURABLE_AFTER`]); a version 4 file is only marked (its index is
+/// durable throughout), and an older build, which would not replay the log after a crash,
+/// refuses a version 5 file.
+pub const SCHEMA_VERSION: u64 = 5;
+
+/// How long the location index's commits may stay non-durable: the first claim transaction
+/// after this long since the last durable one is durable, and so makes every commit before it
+/// durable too. The claims of every stored location are in `claim_log` (the main file, committed
+/// durably with the location) until then, and are replayed into the index on open, so a crash
+/// loses none; at 55,000 locations/s that is at most ≈ 550,000 entries to replay, a few
+/// seconds. The index's keys are random, so its transactions each rewrite about a page per
+/// claim: durable every transaction, those pages went to disk again and again, and at a million
+/// persons the claims, not the locations, bounded registration; over 10 s most pages are
+/// rewritten several times in memory and written out once (1 s was measured too, and gained
+/// little: docs/benchmarks.md, "RegisterLocations at a million persons").
+const CLAIMS_DURABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Location index entries copied per transaction when a version 1 file is migrated.
 const MIGRATE_ROWS: usize = 100_000;
@@ -672,6 +762,15 @@ pub struct RedbStore {
     exclusive: std::sync::RwLock<()>,
     /// Held while a call decides its participation gate before it waits for the writer.
     preparing: std::sync::Mutex<()>,
+    /// When the location index last committed durably (only the claim stage, which runs one
+    /// group at a time, takes it).
+    claims_durable_at: std::sync::Mutex<std::time::Instant>,
+    /// [`CLAIMS_DURABLE_TO`] as last committed: `claim_log` entries up to it are no longer
+    /// needed, and the next registration deletes them.
+    claims_durable_to: std::sync::atomic::AtomicU64,
+    /// How long the location index's commits may stay non-durable ([`CLAIMS_DURABLE_AFTER`];
+    /// zero in tests that want every claim transaction durable).
+    claims_durable_after: std::time::Duration,
     /// Calls waiting for the main file's writer ([`RedbStore::write`]); a long qualification
     /// upsert commits what it has and lets them in (see [`YIELD_AFTER`]).
     waiting_writers: std::sync::atomic::AtomicUsize,
@@ -706,10 +805,12 @@ impl RedbStore {
             .map_err(engine)?;
         let txn = index_db.begin_write().map_err(engine)?;
         txn.open_table(LOCATION_INDEX).map_err(engine)?;
+        txn.open_table(LOCATION_INDEX_META).map_err(engine)?;
         txn.commit().map_err(engine)?;
         let txn = db.begin_write().map_err(engine)?;
         {
             txn.open_table(QUALIFICATIONS).map_err(engine)?;
+            txn.open_table(CLAIM_LOG).map_err(engine)?;
             txn.open_table(PERSONS).map_err(engine)?;
             txn.open_table(MEMBERS).map_err(engine)?;
             txn.open_table(MERGES).map_err(engine)?;
@@ -730,8 +831,9 @@ impl RedbStore {
                 }
                 Some(SCHEMA_VERSION) => {}
                 // Version 1 kept the location index in this file; versions 1 and 2 indexed a
-                // subject's consents by ID alone; versions 1 to 3 wrote consents as JSON.
-                Some(1..=3) => {}
+                // subject's consents by ID alone; versions 1 to 3 wrote consents as JSON;
+                // versions 1 to 4 committed every claim durably and had no claim log.
+                Some(1..=4) => {}
                 Some(other) => {
                     return Err(StoreError::Engine(format!(
                         "database schema version {other} is not {SCHEMA_VERSION}"
@@ -742,7 +844,8 @@ impl RedbStore {
         txn.commit().map_err(engine)?;
         migrate_location_index(&db, &index_db)?;
         migrate_subject_consents(&db)?;
-        mark_postcard_consents(&db)?;
+        mark_current_version(&db)?;
+        let claims_durable_to = replay_claims(&db, &index_db)?;
         let audit_db = Arc::new(
             redb::Builder::new()
                 .set_cache_size(AUDIT_CACHE_BYTES)
@@ -771,6 +874,9 @@ impl RedbStore {
             pending: std::sync::Mutex::default(),
             exclusive: std::sync::RwLock::default(),
             preparing: std::sync::Mutex::new(()),
+            claims_durable_at: std::sync::Mutex::new(std::time::Instant::now()),
+            claims_durable_to: std::sync::atomic::AtomicU64::new(claims_durable_to),
+            claims_durable_after: CLAIMS_DURABLE_AFTER,
             waiting_writers: std::sync::atomic::AtomicUsize::new(0),
             audit_db,
             audit_wal,
@@ -829,7 +935,23 @@ impl RedbStore {
             .map(|request| vec![Claim::Skipped; request.items.len()])
             .collect();
         let mut claimed_here = std::collections::HashSet::new();
-        let txn = self.index_db.begin_write().map_err(engine)?;
+        let mut txn = self.index_db.begin_write().map_err(engine)?;
+        // Durable at most every `claims_durable_after`: a claim only has to be durable once its
+        // location is stored, and the store stage logs it with the location (`claim_log`).
+        let durable_at = self
+            .claims_durable_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let durable_to = if durable_at.elapsed() >= self.claims_durable_after {
+            // Every log entry committed by now names a claim committed to this file before it
+            // (a call's claims commit before its locations and their log entries), which this
+            // durable commit makes durable with everything before it.
+            Some(self.claims_logged()?)
+        } else {
+            txn.set_durability(redb::Durability::None).map_err(engine)?;
+            None
+        };
+        drop(durable_at);
         {
             let mut index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
             for (id_key, call, position) in order {
@@ -860,9 +982,46 @@ impl RedbStore {
                 }
                 claims[call][position] = claim;
             }
+            if let Some(logged) = durable_to {
+                txn.open_table(LOCATION_INDEX_META)
+                    .map_err(engine)?
+                    .insert(CLAIMS_DURABLE_TO, logged)
+                    .map_err(engine)?;
+            }
         }
         txn.commit().map_err(engine)?;
+        if let Some(logged) = durable_to {
+            self.claims_durable(logged);
+        }
         Ok(claims)
+    }
+
+    /// Commits the location index durably with every claim logged so far, if it does not hold
+    /// them durably yet (a clean close, so that the next open replays nothing).
+    fn make_claims_durable(&self) -> StoreResult<()> {
+        let durable_to = self
+            .claims_durable_to
+            .load(std::sync::atomic::Ordering::Acquire);
+        if self.claims_logged()? <= durable_to {
+            return Ok(());
+        }
+        self.release_claims(std::iter::empty())
+    }
+
+    /// The claim log's last sequence, as committed.
+    fn claims_logged(&self) -> StoreResult<u64> {
+        let read = self.db.begin_read().map_err(engine)?;
+        counter(&read.open_table(META).map_err(engine)?, CLAIM_LOG_SEQUENCE)
+    }
+
+    /// Notes that the location index committed durably with [`CLAIMS_DURABLE_TO`] `logged`.
+    fn claims_durable(&self, logged: u64) {
+        *self
+            .claims_durable_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+        self.claims_durable_to
+            .fetch_max(logged, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Whether `owner`'s claim on `id_key` stands: a call is still storing it, or its location
@@ -925,6 +1084,9 @@ impl RedbStore {
                 }
             }
             let mut locations = txn.open_table(LOCATIONS).map_err(engine)?;
+            let mut meta = txn.open_table(META).map_err(engine)?;
+            let mut claim_log = txn.open_table(CLAIM_LOG).map_err(engine)?;
+            let mut sequence = counter(&meta, CLAIM_LOG_SEQUENCE)?;
             for (key, call, index) in order {
                 let (request, claims) = &group[call];
                 let item = &request.items[index];
@@ -949,8 +1111,20 @@ impl RedbStore {
                 locations
                     .insert(key, location::codec::value(&stored).as_slice())
                     .map_err(engine)?;
+                // The claim may not be durable in the index yet: logged with the location, it
+                // is replayed on open if a crash took it (`replay_claims`).
+                sequence += 1;
+                claim_log.insert(sequence, key).map_err(engine)?;
                 outcomes[call][index] = RegisterOutcome::Stored;
             }
+            meta.insert(CLAIM_LOG_SEQUENCE, sequence).map_err(engine)?;
+            // Entries the index now holds durably are no longer needed.
+            let durable_to = self
+                .claims_durable_to
+                .load(std::sync::atomic::Ordering::Acquire);
+            claim_log
+                .retain_in(..=durable_to, |_, _| false)
+                .map_err(engine)?;
         }
         txn.commit().map_err(engine)?;
         Ok(outcomes)
@@ -989,19 +1163,28 @@ impl RedbStore {
     }
 
     /// Deletes claims from the index file, after their locations left the main file (callers
-    /// hold `exclusive` alone).
+    /// hold `exclusive` alone), durably. No registration is between its stages then, so every
+    /// claim log entry names a claim the index already holds, and this commit makes them all
+    /// durable: it records so, and the next registration deletes those entries (none is
+    /// replayed, so a claim of a location deleted here does not come back as an orphan).
     fn release_claims(
         &self,
         id_keys: impl Iterator<Item = [u8; location::codec::ID_KEY_LEN]>,
     ) -> StoreResult<()> {
+        let logged = self.claims_logged()?;
         let txn = self.index_db.begin_write().map_err(engine)?;
         {
             let mut index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
             for id_key in id_keys {
                 index.remove(id_key.as_slice()).map_err(engine)?;
             }
+            txn.open_table(LOCATION_INDEX_META)
+                .map_err(engine)?
+                .insert(CLAIMS_DURABLE_TO, logged)
+                .map_err(engine)?;
         }
         txn.commit().map_err(engine)?;
+        self.claims_durable(logged);
         Ok(())
     }
 
@@ -1118,6 +1301,19 @@ impl RedbStore {
     /// The audit chain's file beside the main one: `audit.redb` next to `mpi.redb`.
     pub fn audit_path(path: &Path) -> std::path::PathBuf {
         path.with_file_name("audit.redb")
+    }
+}
+
+impl Drop for RedbStore {
+    /// A clean close leaves the location index durable with every logged claim (no call is in
+    /// flight once the store is dropped), so the next open has no claim to replay.
+    fn drop(&mut self) {
+        if let Err(error) = self.make_claims_durable() {
+            tracing::warn!(
+                %error,
+                "the location index could not be made durable on close; its claims are replayed at the next open"
+            );
+        }
     }
 }
 
@@ -2070,7 +2266,7 @@ mod tests {
     /// A version 3 file wrote its consents as JSON: it opens as version 4, and they still
     /// decode, for reads and for the participation gate.
     #[test]
-    fn a_version_3_files_json_consents_still_decode_after_it_opens_as_version_4() {
+    fn a_version_3_files_json_consents_still_decode_after_it_opens_as_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mpi.redb");
         let (network, today, location) = {
@@ -2117,7 +2313,244 @@ mod tests {
             [RegisterOutcome::Stored]
         );
         let txn = store.db.begin_read().unwrap();
-        assert_eq!(schema_version(&txn).unwrap(), Some(4));
+        assert_eq!(schema_version(&txn).unwrap(), Some(SCHEMA_VERSION));
+    }
+
+    /// `location` of `participating`, with a reference of its own per `n`.
+    fn own_reference(
+        location: &impl Fn(u8) -> SubjectLocation,
+        subject: u8,
+        n: u8,
+    ) -> SubjectLocation {
+        let mut own = location(subject);
+        own.location.id.reference =
+            mpi_core::location::RecordReference::parse(&format!("doc-{n}")).unwrap();
+        own
+    }
+
+    /// [`participating`] with no durable claim commit after open's (as if the interval were
+    /// never reached).
+    fn participating_lazily() -> (
+        RedbStore,
+        tempfile::TempDir,
+        NetworkId,
+        chrono::NaiveDate,
+        impl Fn(u8) -> SubjectLocation,
+    ) {
+        let (mut store, dir, network, today, location) = participating();
+        store.claims_durable_after = std::time::Duration::from_secs(3600);
+        (store, dir, network, today, location)
+    }
+
+    /// The claim log sequence the store knows the index holds durably.
+    fn durable_to(store: &RedbStore) -> u64 {
+        store
+            .claims_durable_to
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn claim_log_sequences(store: &RedbStore) -> Vec<u64> {
+        let txn = store.db.begin_read().unwrap();
+        let log = txn.open_table(CLAIM_LOG).unwrap();
+        log.range(0..)
+            .unwrap()
+            .map(|item| item.unwrap().0.value())
+            .collect()
+    }
+
+    /// A crash can take from the location index the claims it committed since its last durable
+    /// commit, while their locations are durable in the main file: the claim log, written with
+    /// the locations, gives them back on open, so another subject still cannot register those
+    /// IDs and their network can still withdraw them.
+    #[test]
+    fn claims_the_index_lost_are_replayed_from_the_claim_log_on_open() {
+        // No durable claim commit after the first (that of open, before any claim).
+        let (store, dir, network, today, location) = participating_lazily();
+        let mine: Vec<_> = (1..=3).map(|n| own_reference(&location, 1, n)).collect();
+        assert_eq!(
+            store.register_locations(network, today, &mine).unwrap(),
+            [RegisterOutcome::Stored; 3]
+        );
+        assert_eq!(claim_log_sequences(&store), [1, 2, 3]);
+        let path = dir.path().join("mpi.redb");
+        drop(store);
+        // What a crash leaves: the index as of its last durable commit, without the claims
+        // (the close just now made them durable).
+        {
+            let index_db = Database::create(path.with_file_name("location-index.redb")).unwrap();
+            let txn = index_db.begin_write().unwrap();
+            {
+                let mut index = txn.open_table(LOCATION_INDEX).unwrap();
+                for item in &mine {
+                    let id_key = location::codec::id_key(&item.location.id);
+                    assert!(index.remove(id_key.as_slice()).unwrap().is_some());
+                }
+                let mut meta = txn.open_table(LOCATION_INDEX_META).unwrap();
+                assert_eq!(
+                    meta.insert(CLAIMS_DURABLE_TO, 0).unwrap().unwrap().value(),
+                    3
+                );
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        // Replayed, durably, and the log emptied.
+        assert!(claim_log_sequences(&store).is_empty());
+        assert_eq!(durable_to(&store), 3);
+        let theirs = own_reference(&location, 2, 2);
+        assert_eq!(
+            store.register_locations(network, today, &[theirs]).unwrap(),
+            [RegisterOutcome::RegisteredForAnother]
+        );
+        assert_eq!(
+            store
+                .withdraw_locations(&[mine[0].location.id.clone()])
+                .unwrap(),
+            [true]
+        );
+        // The sequence goes on after the replayed entries.
+        let next = own_reference(&location, 1, 9);
+        assert_eq!(
+            store.register_locations(network, today, &[next]).unwrap(),
+            [RegisterOutcome::Stored]
+        );
+        assert_eq!(claim_log_sequences(&store), [4]);
+    }
+
+    /// A durable claim commit records the last log entry it covers, and the next registration
+    /// deletes the entries up to it: the log holds what the index may not hold durably.
+    #[test]
+    fn the_claim_log_keeps_only_what_the_index_does_not_hold_durably() {
+        let (mut store, _dir, network, today, location) = participating();
+        // Every claim transaction durable.
+        store.claims_durable_after = std::time::Duration::ZERO;
+        let first: Vec<_> = (1..=3).map(|n| own_reference(&location, 1, n)).collect();
+        store.register_locations(network, today, &first).unwrap();
+        // Its claims' durable commit came before its log entries.
+        assert_eq!(claim_log_sequences(&store), [1, 2, 3]);
+        let second: Vec<_> = (4..=5).map(|n| own_reference(&location, 2, n)).collect();
+        store.register_locations(network, today, &second).unwrap();
+        assert_eq!(claim_log_sequences(&store), [4, 5]);
+        let txn = store.index_db.begin_read().unwrap();
+        let meta = txn.open_table(LOCATION_INDEX_META).unwrap();
+        assert_eq!(counter(&meta, CLAIMS_DURABLE_TO).unwrap(), 3);
+    }
+
+    /// An ID the subject already held (its claim perhaps from a call whose location never got
+    /// stored, committed non-durably) is logged with its location like a new one.
+    #[test]
+    fn a_location_stored_under_a_claim_already_held_is_logged_too() {
+        let (store, _dir, network, today, location) = participating_lazily();
+        let orphan = Arc::new(
+            store
+                .prepare_registration(network, today, &[location(1)])
+                .unwrap(),
+        );
+        assert_eq!(store.claim_group(&[orphan]).unwrap(), [[Claim::New]]);
+        assert!(claim_log_sequences(&store).is_empty());
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(1)])
+                .unwrap(),
+            [RegisterOutcome::Stored]
+        );
+        assert_eq!(claim_log_sequences(&store), [1]);
+    }
+
+    /// Closing the store commits the index durably with every logged claim: the next open
+    /// replays none, and deletes the log.
+    #[test]
+    fn a_clean_close_leaves_no_claim_to_replay() {
+        let (store, dir, network, today, location) = participating_lazily();
+        let mine: Vec<_> = (1..=2).map(|n| own_reference(&location, 1, n)).collect();
+        store.register_locations(network, today, &mine).unwrap();
+        assert_eq!(durable_to(&store), 0);
+        let path = dir.path().join("mpi.redb");
+        drop(store);
+        {
+            let index_db = Database::create(path.with_file_name("location-index.redb")).unwrap();
+            let txn = index_db.begin_read().unwrap();
+            let meta = txn.open_table(LOCATION_INDEX_META).unwrap();
+            assert_eq!(counter(&meta, CLAIMS_DURABLE_TO).unwrap(), 2);
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert!(claim_log_sequences(&store).is_empty());
+    }
+
+    /// A withdrawal commits the index durably, with every claim logged so far: none of those is
+    /// replayed after it (the withdrawn ID's claim does not come back, even as an orphan), and
+    /// the log is emptied at the next open or registration.
+    #[test]
+    fn a_withdrawal_makes_every_logged_claim_durable() {
+        let (store, dir, network, today, location) = participating_lazily();
+        let mine: Vec<_> = (1..=3).map(|n| own_reference(&location, 1, n)).collect();
+        store.register_locations(network, today, &mine).unwrap();
+        assert_eq!(
+            store
+                .withdraw_locations(&[mine[0].location.id.clone()])
+                .unwrap(),
+            [true]
+        );
+        assert_eq!(durable_to(&store), 3);
+        let path = dir.path().join("mpi.redb");
+        drop(store);
+        let store = RedbStore::open(&path).unwrap();
+        assert!(claim_log_sequences(&store).is_empty());
+        let txn = store.index_db.begin_read().unwrap();
+        let index = txn.open_table(LOCATION_INDEX).unwrap();
+        let held = |item: &SubjectLocation| {
+            index
+                .get(location::codec::id_key(&item.location.id).as_slice())
+                .unwrap()
+                .is_some()
+        };
+        assert!(!held(&mine[0]));
+        assert!(held(&mine[1]) && held(&mine[2]));
+    }
+
+    /// A version 4 file committed every claim durably and has no claim log: it opens as the
+    /// current version, with its claims as they were.
+    #[test]
+    fn a_version_4_file_opens_as_the_current_version_with_its_claims() {
+        let (store, dir, network, today, location) = participating();
+        let path = dir.path().join("mpi.redb");
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(1)])
+                .unwrap(),
+            [RegisterOutcome::Stored]
+        );
+        drop(store);
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(CLAIM_LOG).unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("schema_version", 4).unwrap();
+                meta.remove(CLAIM_LOG_SEQUENCE).unwrap();
+            }
+            txn.commit().unwrap();
+            let index_db = Database::create(path.with_file_name("location-index.redb")).unwrap();
+            let txn = index_db.begin_write().unwrap();
+            txn.delete_table(LOCATION_INDEX_META).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let txn = store.db.begin_read().unwrap();
+        assert_eq!(schema_version(&txn).unwrap(), Some(SCHEMA_VERSION));
+        assert_eq!(
+            store
+                .register_locations(network, today, &[location(2)])
+                .unwrap(),
+            [RegisterOutcome::RegisteredForAnother]
+        );
+        assert_eq!(
+            store
+                .withdraw_locations(&[location(1).location.id])
+                .unwrap(),
+            [true]
+        );
     }
 
     #[test]
