@@ -86,6 +86,15 @@ fn all_imports_resolves_registers_and_finds_with_and_without_the_audit_log() {
 }
 
 #[test]
+fn claim_replay_reports_the_replay_of_the_claims_it_logged() {
+    let out = bench(&["claim-replay", "--held", "2000", "--logged", "500"]);
+    let cells = row(&out, "2000");
+    assert_eq!(cells[1], "500", "{out}");
+    assert_eq!(cells[2], "as left", "{out}");
+    assert!(number(cells[3]) >= 0.0, "{out}");
+}
+
+#[test]
 fn floor_measures_the_echo_server_and_the_service_in_one_run() {
     let out = bench(&["--persons", "300", "--seconds", "1", "floor"]);
     let (real, echo, ratio) = ratio(&out, "FindLocations / echo floor:");

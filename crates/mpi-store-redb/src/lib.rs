@@ -698,11 +698,12 @@ pub const SCHEMA_VERSION: u64 = 5;
 /// durable too. The claims of every stored location are in `claim_log` (the main file, committed
 /// durably with the location) until then, and are replayed into the index on open, so a crash
 /// loses none; at 55,000 locations/s that is at most ≈ 550,000 entries to replay, 7–11 s at a
-/// million persons (`claim_replay_time`). The index's keys are random, so its transactions each rewrite about a page per
-/// claim: durable every transaction, those pages went to disk again and again, and at a million
-/// persons the claims, not the locations, bounded registration; over 10 s most pages are
-/// rewritten several times in memory and written out once (1 s was measured too, and gained
-/// little: docs/benchmarks.md, "RegisterLocations at a million persons").
+/// million persons (`mpi-bench claim-replay`). The index's keys are random, so its transactions
+/// each rewrite about a page per claim: durable every transaction, those pages went to disk
+/// again and again, and at a million persons the claims, not the locations, bounded
+/// registration; over 10 s most pages are rewritten several times in memory and written out
+/// once (1 s was measured too, and gained little: docs/benchmarks.md, "RegisterLocations at a
+/// million persons").
 const CLAIMS_DURABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Location index entries copied per transaction when a version 1 file is migrated.
@@ -2485,6 +2486,23 @@ mod tests {
         assert!(claim_log_sequences(&store).is_empty());
     }
 
+    /// `measure::claim_replay` (behind `mpi-bench claim-replay`) replays what it logged: the
+    /// index ends with both the claims it held and those of the log.
+    #[test]
+    fn the_replay_measurement_replays_every_logged_claim() {
+        use redb::ReadableTableMetadata;
+        let dir = tempfile::tempdir().unwrap();
+        measure::claim_replay(dir.path(), 1_000, 300, false).unwrap();
+        let index_db = Database::create(dir.path().join("location-index.redb")).unwrap();
+        let txn = index_db.begin_read().unwrap();
+        assert_eq!(
+            txn.open_table(LOCATION_INDEX).unwrap().len().unwrap(),
+            1_300
+        );
+        let meta = txn.open_table(LOCATION_INDEX_META).unwrap();
+        assert_eq!(counter(&meta, CLAIMS_DURABLE_TO).unwrap(), 300);
+    }
+
     /// A withdrawal commits the index durably, with every claim logged so far: none of those is
     /// replayed after it (the withdrawn ID's claim does not come back, even as an orphan), and
     /// the log is emptied at the next open or registration.
@@ -2945,12 +2963,9 @@ mod tests {
         }
     }
 }
-/// How long the replay of the claim log takes after a crash, at the size 10 s of registration
-/// leaves at a million persons. A measurement, not a test (it asserts nothing about time):
-/// `cargo test --release -p mpi-store-redb --lib -- --ignored claim_replay_time --nocapture`,
-/// with `CLAIM_REPLAY_COLD=1` as root to drop the kernel's page cache before the replay.
-#[cfg(test)]
-mod claim_replay_time {
+/// Measurements that need the store's insides, for `mpi-bench` (not part of the store's API).
+#[doc(hidden)]
+pub mod measure {
     use super::*;
 
     /// A location key (subject · location ID key) drawn from `n` by xorshift.
@@ -2966,61 +2981,70 @@ mod claim_replay_time {
         key
     }
 
-    #[test]
-    #[ignore = "a measurement; run it in release mode, see the module's documentation"]
-    fn claim_replay_time() {
-        const HELD: u64 = 7_300_000;
-        const LOGGED: u64 = 550_000;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mpi.redb");
-        let open = || {
-            (
+    /// Leaves in `dir` what a crash leaves after registration: a location index holding `held`
+    /// claims durably and a claim log of `logged` more that it lost; then times the replay of
+    /// those (what [`RedbStore::open`] does first). With `drop_page_cache` (root only) the
+    /// kernel's page cache is dropped before, so the replay reads the index from the disk.
+    /// Returns the replay's time.
+    pub fn claim_replay(
+        dir: &Path,
+        held: u64,
+        logged: u64,
+        drop_page_cache: bool,
+    ) -> StoreResult<std::time::Duration> {
+        let path = dir.join("mpi.redb");
+        let open = || -> StoreResult<(Database, Database)> {
+            Ok((
                 redb::Builder::new()
                     .set_cache_size(6 << 30)
                     .create(&path)
-                    .unwrap(),
+                    .map_err(engine)?,
                 redb::Builder::new()
                     .set_cache_size(2 << 30)
                     .create(path.with_file_name("location-index.redb"))
-                    .unwrap(),
-            )
+                    .map_err(engine)?,
+            ))
         };
         {
-            let (db, index_db) = open();
-            let mut held: Vec<_> = (0..HELD).map(|n| synthetic_key(n + LOGGED + 1)).collect();
-            held.sort_unstable_by(|a, b| a[32..].cmp(&b[32..]));
-            let txn = index_db.begin_write().unwrap();
+            let (db, index_db) = open()?;
+            let mut claims: Vec<_> = (0..held).map(|n| synthetic_key(n + logged + 1)).collect();
+            claims.sort_unstable_by(|a, b| a[32..].cmp(&b[32..]));
+            let txn = index_db.begin_write().map_err(engine)?;
             {
-                let mut index = txn.open_table(LOCATION_INDEX).unwrap();
-                for key in &held {
-                    index.insert(&key[32..], &key[..32]).unwrap();
+                let mut index = txn.open_table(LOCATION_INDEX).map_err(engine)?;
+                for key in &claims {
+                    index.insert(&key[32..], &key[..32]).map_err(engine)?;
                 }
-                txn.open_table(LOCATION_INDEX_META).unwrap();
+                txn.open_table(LOCATION_INDEX_META).map_err(engine)?;
             }
-            txn.commit().unwrap();
-            let txn = db.begin_write().unwrap();
+            txn.commit().map_err(engine)?;
+            let txn = db.begin_write().map_err(engine)?;
             {
-                let mut log = txn.open_table(CLAIM_LOG).unwrap();
-                for sequence in 1..=LOGGED {
+                let mut log = txn.open_table(CLAIM_LOG).map_err(engine)?;
+                for sequence in 1..=logged {
                     log.insert(sequence, synthetic_key(sequence).as_slice())
-                        .unwrap();
+                        .map_err(engine)?;
                 }
                 txn.open_table(META)
-                    .unwrap()
-                    .insert(CLAIM_LOG_SEQUENCE, LOGGED)
-                    .unwrap();
+                    .map_err(engine)?
+                    .insert(CLAIM_LOG_SEQUENCE, logged)
+                    .map_err(engine)?;
             }
-            txn.commit().unwrap();
+            txn.commit().map_err(engine)?;
         }
-        if std::env::var_os("CLAIM_REPLAY_COLD").is_some() {
-            std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+        if drop_page_cache {
+            std::fs::write("/proc/sys/vm/drop_caches", "3")
+                .map_err(|e| StoreError::Engine(format!("dropping the page cache: {e}")))?;
         }
-        let (db, index_db) = open();
+        let (db, index_db) = open()?;
         let started = std::time::Instant::now();
-        assert_eq!(replay_claims(&db, &index_db).unwrap(), LOGGED);
-        eprintln!(
-            "replayed {LOGGED} claims into an index of {HELD} in {:.2} s",
-            started.elapsed().as_secs_f64()
-        );
+        let durable_to = replay_claims(&db, &index_db)?;
+        let took = started.elapsed();
+        if durable_to != logged {
+            return Err(StoreError::Engine(format!(
+                "replayed to {durable_to}, not {logged}"
+            )));
+        }
+        Ok(took)
     }
 }
