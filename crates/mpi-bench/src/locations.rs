@@ -572,6 +572,24 @@ pub async fn one_answer(
     best.context("no consenting persons to ask for")
 }
 
+/// What every FindLocations load starts from: the patients it asks for (those who consented
+/// to disclosure) and `connections` connections of the clinician outside the record networks.
+async fn find_set_up(
+    server: &Target,
+    population: &Population,
+    plan: &RecordPlan,
+    connections: usize,
+) -> anyhow::Result<(Arc<Vec<pb::PatientReference>>, Vec<Channel>)> {
+    let patients = Arc::new(disclosing_patients(population, plan));
+    anyhow::ensure!(!patients.is_empty(), "no consenting persons to ask for");
+    let doctor = outside_clinician()?;
+    let mut channels = Vec::new();
+    for _ in 0..connections.max(1) {
+        channels.push(server.channel(&doctor).await?);
+    }
+    Ok((patients, channels))
+}
+
 /// FindLocations by today's card for persons who consented to disclosure, from a clinician
 /// outside the record networks, for `duration`, over `connections` connections with
 /// `concurrency` requests in flight.
@@ -584,13 +602,7 @@ pub async fn find(
     concurrency: usize,
     label: &'static str,
 ) -> anyhow::Result<Row> {
-    let patients = Arc::new(disclosing_patients(population, plan));
-    anyhow::ensure!(!patients.is_empty(), "no consenting persons to ask for");
-    let doctor = outside_clinician()?;
-    let mut channels = Vec::new();
-    for _ in 0..connections.max(1) {
-        channels.push(server.channel(&doctor).await?);
-    }
+    let (patients, channels) = find_set_up(server, population, plan, connections).await?;
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = Vec::new();
@@ -645,13 +657,7 @@ pub async fn ask_each_once(
     connections: usize,
     concurrency: usize,
 ) -> anyhow::Result<(usize, Duration)> {
-    let patients = Arc::new(disclosing_patients(population, plan));
-    anyhow::ensure!(!patients.is_empty(), "no consenting persons to ask for");
-    let doctor = outside_clinician()?;
-    let mut channels = Vec::new();
-    for _ in 0..connections.max(1) {
-        channels.push(server.channel(&doctor).await?);
-    }
+    let (patients, channels) = find_set_up(server, population, plan, connections).await?;
     let started = Instant::now();
     let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
@@ -753,15 +759,11 @@ pub async fn paced_find(
     label: &'static str,
 ) -> anyhow::Result<(Row, u64)> {
     const CAP: u32 = 2048;
-    let patients = Arc::new(disclosing_patients(population, plan));
-    anyhow::ensure!(!patients.is_empty(), "no consenting persons to ask for");
-    let doctor = outside_clinician()?;
-    let mut clients = Vec::new();
-    for _ in 0..connections.max(1) {
-        clients.push(pb::record_locator_client::RecordLocatorClient::new(
-            server.channel(&doctor).await?,
-        ));
-    }
+    let (patients, channels) = find_set_up(server, population, plan, connections).await?;
+    let clients: Vec<_> = channels
+        .into_iter()
+        .map(pb::record_locator_client::RecordLocatorClient::new)
+        .collect();
     let slots = Arc::new(tokio::sync::Semaphore::new(CAP as usize));
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let (mut sent, mut refused) = (0u64, 0u64);

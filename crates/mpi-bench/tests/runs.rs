@@ -35,15 +35,18 @@ fn bench(args: &[&str]) -> String {
 fn row<'a>(output: &'a str, first: &str) -> Vec<&'a str> {
     output
         .lines()
-        .map(|line| {
-            line.trim()
-                .trim_matches('|')
-                .split('|')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-        })
+        .map(table_cells)
         .find(|cells| cells.first() == Some(&first))
         .unwrap_or_else(|| panic!("no row {first:?} in:\n{output}"))
+}
+
+/// The cells of a Markdown table row.
+fn table_cells(line: &str) -> Vec<&str> {
+    line.trim()
+        .trim_matches('|')
+        .split('|')
+        .map(str::trim)
+        .collect()
 }
 
 /// The cell's leading number ("1.26 / 4.97" gives 1.26).
@@ -124,13 +127,7 @@ fn scale_reports_every_column_at_each_size_and_plots_them() {
         // as asked (all of them, over the time they took), p50 <= p99 <= p99.9.
         let by_rate: Vec<Vec<&str>> = out
             .lines()
-            .map(|line| {
-                line.trim()
-                    .trim_matches('|')
-                    .split('|')
-                    .map(str::trim)
-                    .collect()
-            })
+            .map(table_cells)
             .filter(|cells: &Vec<&str>| cells.len() == 6 && cells[0] == size)
             .collect();
         let asked: Vec<f64> = by_rate.iter().map(|cells| number(cells[1])).collect();
