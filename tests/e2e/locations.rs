@@ -745,3 +745,47 @@ async fn regional_ids_link_cross_reference_and_name_patients() {
         Code::PermissionDenied
     );
 }
+
+/// A graceful stop leaves the location index durable with every claim the registrations logged
+/// (the store's close commits it), so the next start has none to replay; registration's claims
+/// are otherwise made durable only every 10 s (ARCHITECTURE.md, "Store layout").
+#[tokio::test]
+async fn a_graceful_stop_leaves_no_claim_to_replay() {
+    use redb::ReadableDatabase;
+    let scene = Scene::start().await;
+    let (patient, _) = hanako(&scene).await;
+    scene.participate(&patient, A).await;
+    let clinic = facility(13, 1, 1004);
+    let items: Vec<_> = (0..3)
+        .map(|i| {
+            location(
+                &patient,
+                &clinic,
+                pb::RecordKind::Treatment,
+                "2022-01-01",
+                "",
+                &format!("a/doc/{i}"),
+            )
+        })
+        .collect();
+    scene.register(&network(A), items).await.unwrap();
+    let data = scene.server.stop().await;
+    let dir = data.path().join("data");
+    let counter = |file: &str, table: &str, name: &str| -> u64 {
+        let db = redb::Database::open(dir.join(file)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table: redb::TableDefinition<&str, u64> = redb::TableDefinition::new(table);
+        let value = txn.open_table(table).unwrap().get(name).unwrap();
+        value.map_or(0, |v| v.value())
+    };
+    let logged = counter("mpi.redb", "meta", "claim_log_sequence");
+    assert_eq!(logged, 3);
+    assert_eq!(
+        counter(
+            "location-index.redb",
+            "location_index_meta",
+            "claims_durable_to"
+        ),
+        logged
+    );
+}
