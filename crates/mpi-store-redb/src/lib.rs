@@ -229,6 +229,16 @@ fn mark_current_version(db: &Database) -> StoreResult<()> {
     Ok(())
 }
 
+/// Records in a transaction of the location index, which is to be committed durably, that it
+/// holds every claim of the claim log up to `logged`.
+fn record_claims_durable_to(txn: &redb::WriteTransaction, logged: u64) -> StoreResult<()> {
+    txn.open_table(LOCATION_INDEX_META)
+        .map_err(engine)?
+        .insert(CLAIMS_DURABLE_TO, logged)
+        .map_err(engine)?;
+    Ok(())
+}
+
 /// Replays into the location index the claim log's entries after its `claims_durable_to`: the
 /// claims of the locations stored since the index last committed durably, which a crash took
 /// from it if its later commits were not durable. In the index's key order (one walk over its
@@ -250,9 +260,8 @@ fn replay_claims(db: &Database, index_db: &Database) -> StoreResult<u64> {
     let log = txn.open_table(CLAIM_LOG).map_err(engine)?;
     if logged > durable_to {
         let write = index_db.begin_write().map_err(engine)?;
-        let mut replayed = 0usize;
+        let mut claims = Vec::new();
         {
-            let mut claims = Vec::new();
             for item in log.range(durable_to + 1..).map_err(engine)? {
                 let (_, value) = item.map_err(engine)?;
                 let key: [u8; location::codec::KEY_LEN] = value
@@ -267,17 +276,12 @@ fn replay_claims(db: &Database, index_db: &Database) -> StoreResult<u64> {
             let mut index = write.open_table(LOCATION_INDEX).map_err(engine)?;
             for key in &claims {
                 index.insert(&key[32..], &key[..32]).map_err(engine)?;
-                replayed += 1;
             }
-            write
-                .open_table(LOCATION_INDEX_META)
-                .map_err(engine)?
-                .insert(CLAIMS_DURABLE_TO, logged)
-                .map_err(engine)?;
         }
+        record_claims_durable_to(&write, logged)?;
         write.commit().map_err(engine)?;
         tracing::info!(
-            claims = replayed,
+            claims = claims.len(),
             "replayed the claims of stored locations into the location index"
         );
     }
@@ -991,12 +995,9 @@ impl RedbStore {
                 }
                 claims[call][position] = claim;
             }
-            if let Some(logged) = durable_to {
-                txn.open_table(LOCATION_INDEX_META)
-                    .map_err(engine)?
-                    .insert(CLAIMS_DURABLE_TO, logged)
-                    .map_err(engine)?;
-            }
+        }
+        if let Some(logged) = durable_to {
+            record_claims_durable_to(&txn, logged)?;
         }
         txn.commit().map_err(engine)?;
         if let Some(logged) = durable_to {
@@ -1187,11 +1188,8 @@ impl RedbStore {
             for id_key in id_keys {
                 index.remove(id_key.as_slice()).map_err(engine)?;
             }
-            txn.open_table(LOCATION_INDEX_META)
-                .map_err(engine)?
-                .insert(CLAIMS_DURABLE_TO, logged)
-                .map_err(engine)?;
         }
+        record_claims_durable_to(&txn, logged)?;
         txn.commit().map_err(engine)?;
         self.claims_durable(logged);
         Ok(())
