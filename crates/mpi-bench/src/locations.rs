@@ -110,7 +110,7 @@ pub async fn serve_files(
     data_dir: &Path,
     tls_dir: &Path,
     audited: bool,
-    cache_mib: u64,
+    cache_mib: crate::Caches,
 ) -> anyhow::Result<Served> {
     let mut config = crate::local_config(data_dir, cache_mib)?;
     config.tls = TlsSource::Files {
@@ -143,7 +143,7 @@ const LISTENING: &str = "listening ";
 #[derive(Debug, Clone, Copy)]
 pub struct ChildServer {
     /// Page cache of the store files, in MiB.
-    pub cache_mib: u64,
+    pub cache_mib: crate::Caches,
     /// The core the whole process is pinned to.
     pub core: usize,
     /// How its runtime schedules tasks.
@@ -178,7 +178,7 @@ impl Running {
         tls_dir: &Path,
         ca: Arc<CertAuthority>,
         audited: bool,
-        cache_mib: u64,
+        cache_mib: crate::Caches,
     ) -> anyhow::Result<Self> {
         write_server_tls(tls_dir, &ca)?;
         let served = serve_files(data_dir, tls_dir, audited, cache_mib).await?;
@@ -207,7 +207,9 @@ impl Running {
             .arg("--tls-dir")
             .arg(tls_dir)
             .arg("--cache-mib")
-            .arg(how.cache_mib.to_string())
+            .arg(how.cache_mib.page_mib.to_string())
+            .arg("--read-cache-mib")
+            .arg(how.cache_mib.read_mib.to_string())
             .arg("--core")
             .arg(how.core.to_string());
         if how.flavour == crate::floor::Flavour::CurrentThread {

@@ -84,6 +84,10 @@ struct Cli {
     /// (`store.cache_mib`).
     #[arg(long, default_value_t = mpi_server::config::DEFAULT_STORE_CACHE_MIB, global = true)]
     cache_mib: u64,
+    /// Read cache of every server the benchmark starts, in MiB (`store.read_cache_mib`; 0:
+    /// none). The default holds about a million persons' retrievals.
+    #[arg(long, default_value_t = 2048, global = true)]
+    read_cache_mib: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -234,9 +238,27 @@ fn wire_record(person: &Person, holding: &Holding) -> pb::QualificationRecord {
     }
 }
 
+/// The store caches of a benchmark server, in MiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Caches {
+    /// `store.cache_mib`.
+    pub page_mib: u64,
+    /// `store.read_cache_mib`.
+    pub read_mib: u64,
+}
+
+impl Cli {
+    fn caches(&self) -> Caches {
+        Caches {
+            page_mib: self.cache_mib,
+            read_mib: self.read_cache_mib,
+        }
+    }
+}
+
 /// The configuration of a benchmark server: 127.0.0.1:0 over `data_dir`, no metrics listener,
-/// `cache_mib` of store cache, the development PKI unless the caller sets `tls`.
-fn local_config(data_dir: &std::path::Path, cache_mib: u64) -> anyhow::Result<Config> {
+/// the store caches `cache_mib`, the development PKI unless the caller sets `tls`.
+fn local_config(data_dir: &std::path::Path, cache_mib: Caches) -> anyhow::Result<Config> {
     mpi_server::install_crypto_provider();
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
@@ -245,7 +267,8 @@ fn local_config(data_dir: &std::path::Path, cache_mib: u64) -> anyhow::Result<Co
         ..Default::default()
     };
     let mut config = Config::resolve(FileConfig::default(), overrides)?;
-    config.store_cache_bytes = (cache_mib << 20) as usize;
+    config.store_cache_bytes = (cache_mib.page_mib << 20) as usize;
+    config.read_cache_bytes = cache_mib.read_mib << 20;
     Ok(config)
 }
 
@@ -255,7 +278,7 @@ async fn import(
     population: &Population,
     data_dir: &std::path::Path,
     batch: usize,
-    cache_mib: u64,
+    cache_mib: Caches,
 ) -> anyhow::Result<(Row, Row)> {
     let mut config = local_config(data_dir, cache_mib)?;
     config.limits.max_batch_items = batch.max(1000);
@@ -483,7 +506,7 @@ fn main() -> anyhow::Result<()> {
     } = &cli.command
     {
         let how = locations::ChildServer {
-            cache_mib: cli.cache_mib,
+            cache_mib: cli.caches(),
             core: *core,
             flavour: server_flavour(&cli),
             audited: !unaudited,
@@ -506,7 +529,7 @@ fn main() -> anyhow::Result<()> {
             register_in_flight: cli.register_in_flight,
             seconds: cli.seconds,
             flavour: server_flavour(&cli),
-            cache_mib: cli.cache_mib,
+            cache_mib: cli.caches(),
             open_loop_rate: *open_loop_rate,
             latency_rates: latency_rates.clone(),
             audited: !unaudited,
@@ -523,9 +546,10 @@ fn main() -> anyhow::Result<()> {
         scale::print(&points);
         if let Some(path) = plot {
             let caption = format!(
-                "kouiki-mpi scale curve ({} cores, server pinned to core 0, client to core 1; {} MiB store cache)",
+                "kouiki-mpi scale curve ({} cores, server pinned to core 0, client to core 1; {} MiB store cache, {} MiB read cache)",
                 std::thread::available_parallelism().map_or(0, usize::from),
-                cli.cache_mib
+                cli.cache_mib,
+                cli.read_cache_mib
             );
             scale::plot(&points, path, &caption)?;
             println!("plot written to {}", path.display());
@@ -550,7 +574,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = mpi_server::runtime::builder().build()?;
     let mut rows = Vec::new();
     let (imported, probed) =
-        runtime.block_on(import(&population, &data_dir, cli.batch, cli.cache_mib))?;
+        runtime.block_on(import(&population, &data_dir, cli.batch, cli.caches()))?;
     rows.push(imported);
     if matches!(cli.command, Command::Import) {
         rows.push(probed);
@@ -563,7 +587,7 @@ fn main() -> anyhow::Result<()> {
         let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
         rows.push(runtime.block_on(async {
             let server =
-                locations::Running::start(&data_dir, tls.path(), ca, true, cli.cache_mib).await?;
+                locations::Running::start(&data_dir, tls.path(), ca, true, cli.caches()).await?;
             let register =
                 locations::register(&server, &population, &plan, cli.register_in_flight).await?;
             server.stop().await?;
@@ -580,7 +604,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency: cli.concurrency,
             },
             server_flavour(&cli),
-            cli.cache_mib,
+            cli.caches(),
         )?;
         rows.extend(measured);
         print_rows(&rows);
@@ -600,7 +624,7 @@ fn main() -> anyhow::Result<()> {
         let ca = Arc::new(mpi_server::pki::CertAuthority::generate("mpi-bench CA")?);
         return runtime.block_on(async {
             let server =
-                locations::Running::start(&data_dir, tls.path(), ca, true, cli.cache_mib).await?;
+                locations::Running::start(&data_dir, tls.path(), ca, true, cli.caches()).await?;
             let register =
                 locations::register(&server, &population, &plan, cli.register_in_flight).await?;
             println!(
@@ -650,7 +674,7 @@ fn main() -> anyhow::Result<()> {
         let before = allocated.clone()()?;
         let (register, after, finds) = runtime.block_on(async {
             let server =
-                locations::Running::start(&data_dir, tls.path(), ca.clone(), true, cli.cache_mib)
+                locations::Running::start(&data_dir, tls.path(), ca.clone(), true, cli.caches())
                     .await?;
             let register =
                 locations::register(&server, &population, &plan, cli.register_in_flight).await?;
@@ -665,7 +689,7 @@ fn main() -> anyhow::Result<()> {
                         tls.path(),
                         ca.clone(),
                         audited,
-                        cli.cache_mib,
+                        cli.caches(),
                     )
                     .await?;
                     let label = if audited {

@@ -80,7 +80,7 @@ pub struct Settings {
     /// How the pinned server schedules its tasks.
     pub flavour: Flavour,
     /// Page cache of the store files, in MiB (`store.cache_mib`).
-    pub cache_mib: u64,
+    pub cache_mib: crate::Caches,
     /// The open loop's rate, if not half the maximum.
     pub open_loop_rate: Option<f64>,
     /// Further open loops at these rates, after the one at half the maximum (the latency

@@ -62,6 +62,8 @@ pub struct FileConfig {
 pub struct StoreFileConfig {
     /// `store.cache_mib`.
     pub cache_mib: Option<u64>,
+    /// `store.read_cache_mib`.
+    pub read_cache_mib: Option<u64>,
 }
 
 /// `[consent]` of the TOML file.
@@ -211,10 +213,15 @@ pub struct Config {
     /// Bytes of the main store files' page caches (three quarters for `mpi.redb`, a quarter for
     /// `location-index.redb`; the audit files have small fixed caches).
     pub store_cache_bytes: usize,
+    /// Bytes (about) of decoded results of the store's hot reads (qualifications, persons,
+    /// members, unrevoked consents and locations); zero: none.
+    pub read_cache_bytes: u64,
 }
 
 /// Default `store.cache_mib`.
 pub const DEFAULT_STORE_CACHE_MIB: u64 = 1024;
+/// Default `store.read_cache_mib`.
+pub const DEFAULT_READ_CACHE_MIB: u64 = 256;
 
 /// Default gRPC address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -408,6 +415,13 @@ impl Config {
                 16,
                 1 << 20,
             )? << 20) as usize,
+            read_cache_bytes: bounded(
+                "store.read_cache_mib",
+                file.store.read_cache_mib,
+                DEFAULT_READ_CACHE_MIB,
+                0,
+                1 << 20,
+            )? << 20,
         })
     }
 }
@@ -486,6 +500,17 @@ mod tests {
             Some(DEFAULT_METRICS_LISTEN)
         );
         assert_eq!(example.production, Some(true));
+        assert_eq!(example.store.cache_mib, Some(DEFAULT_STORE_CACHE_MIB));
+        assert_eq!(example.store.read_cache_mib, Some(DEFAULT_READ_CACHE_MIB));
+    }
+
+    #[test]
+    fn the_read_cache_is_on_by_default_and_may_be_off() {
+        let config = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(config.read_cache_bytes, DEFAULT_READ_CACHE_MIB << 20);
+        let config =
+            Config::resolve(file("[store]\nread_cache_mib = 0"), Overrides::default()).unwrap();
+        assert_eq!(config.read_cache_bytes, 0);
     }
 
     #[test]
@@ -507,6 +532,12 @@ mod tests {
         assert_eq!(err.setting, "tls.key");
         let err = Config::resolve(file("log_format = \"xml\""), Overrides::default()).unwrap_err();
         assert_eq!(err.setting, "log_format");
+        let err = Config::resolve(
+            file("[store]\nread_cache_mib = 1048577"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.setting, "store.read_cache_mib");
         assert!(
             toml::from_str::<FileConfig>("lisen = \"x\"").is_err(),
             "unknown keys are rejected"

@@ -113,8 +113,11 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
 pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
     pki::create_private_dir(&config.data_dir)?;
     let secret = secret::load_or_create(&config.secret_file)?;
-    let store =
-        RedbStore::open_with_cache(&config.data_dir.join("mpi.redb"), config.store_cache_bytes)?;
+    let store = RedbStore::open_with_caches(
+        &config.data_dir.join("mpi.redb"),
+        config.store_cache_bytes,
+        config.read_cache_bytes,
+    )?;
     let mpi = Mpi::new(Arc::new(store), Keyer::new(&secret))
         .with_emergency_access(config.emergency_access);
     let (audit, audit_writer) = crate::audit_log::AuditLog::start(mpi.store().clone())?;

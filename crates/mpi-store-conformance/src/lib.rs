@@ -33,7 +33,8 @@ macro_rules! store_conformance {
             person_view_follows_merges_and_unmerges,
             revoking_participation_cuts_links_and_purge_deletes_locations,
             links_need_participation_and_belong_to_one_subject,
-            a_snapshot_reads_one_state_of_the_store
+            a_snapshot_reads_one_state_of_the_store,
+            every_write_is_seen_by_the_next_retrieval
         );
     };
     (@cases $make:expr; $($case:ident),*) => {$(
@@ -916,4 +917,147 @@ pub fn a_snapshot_reads_one_state_of_the_store(store: &dyn Store) {
         2
     );
     assert_eq!(store.regional_subject(key(60)).unwrap(), Some(key(1)));
+}
+
+/// What FindLocations reads of a person.
+const RETRIEVAL: ViewParts = ViewParts {
+    consents: Some(ConsentHistory::Unrevoked),
+    locations: true,
+    links: false,
+};
+
+/// What one retrieval, through one snapshot, reads for insured key `insured`: its entries'
+/// starts, the person of its first entry's reference, and that person's references, unrevoked
+/// consents and locations (reference and last service day), each sorted.
+#[allow(clippy::type_complexity)]
+fn retrieve(
+    store: &dyn Store,
+    insured: u8,
+) -> (
+    Vec<NaiveDate>,
+    Vec<IdentifierKey>,
+    Vec<ConsentId>,
+    Vec<(String, NaiveDate)>,
+) {
+    let reads = store.snapshot().unwrap();
+    let entries = reads.qualifications_by_insured(&[key(insured)]).unwrap();
+    let starts = entries[0].iter().map(|e| e.start).collect();
+    let person = reads.persons_of(&[entries[0][0].person_ref_key]).unwrap()[0].unwrap();
+    let view = reads.person_view(person, RETRIEVAL).unwrap();
+    let mut refs = view.refs;
+    refs.sort();
+    let mut consents: Vec<_> = view.consents.iter().map(|c| c.id).collect();
+    consents.sort();
+    let mut locations: Vec<_> = view
+        .locations
+        .iter()
+        .map(|l| {
+            (
+                l.location.id.reference.as_str().to_owned(),
+                l.location.last_service,
+            )
+        })
+        .collect();
+    locations.sort();
+    (starts, refs, consents, locations)
+}
+
+fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+    items.sort();
+    items
+}
+
+/// A retrieval after each kind of write sees it, though the same retrieval ran just before
+/// it (a store that keeps what it read must let each write replace what it changed): new
+/// qualification entries and persons, consents recorded and revoked, locations registered,
+/// widened, withdrawn and purged, merges and unmerges.
+pub fn every_write_is_seen_by_the_next_retrieval(store: &dyn Store) {
+    let net = "13-0001";
+    let docs = |items: &[(&str, NaiveDate)]| -> Vec<(String, NaiveDate)> {
+        items.iter().map(|(r, d)| ((*r).to_owned(), *d)).collect()
+    };
+    people(store, &[1, 2]);
+    assert_eq!(retrieve(store, 101).0, [day(2020, 1, 1)]);
+    store
+        .upsert_qualifications(&[entry(101, 1, day(2024, 1, 1))])
+        .unwrap();
+    assert_eq!(retrieve(store, 101).0, [day(2020, 1, 1), day(2024, 1, 1)]);
+    // A reference unknown a moment ago gets its person.
+    assert_eq!(store.persons_of(&[key(3)]).unwrap(), [None]);
+    people(store, &[3]);
+    assert!(store.persons_of(&[key(3)]).unwrap()[0].is_some());
+
+    let first = participation(net);
+    store.record_consents(&[(key(1), first.clone())]).unwrap();
+    assert_eq!(retrieve(store, 101).2, [first.id]);
+    let doc_a = located(1, net, "doc-a", day(2024, 4, 1));
+    store
+        .register_locations(network(net), today(), std::slice::from_ref(&doc_a))
+        .unwrap();
+    assert_eq!(retrieve(store, 101).3, docs(&[("doc-a", day(2024, 4, 1))]));
+    let mut wider = doc_a.clone();
+    wider.location.last_service = day(2024, 8, 1);
+    store
+        .register_locations(network(net), today(), &[wider])
+        .unwrap();
+    assert_eq!(retrieve(store, 101).3, docs(&[("doc-a", day(2024, 8, 1))]));
+    store
+        .withdraw_locations(std::slice::from_ref(&doc_a.location.id))
+        .unwrap();
+    assert_eq!(retrieve(store, 101).3, docs(&[]));
+
+    let doc_b = located(1, net, "doc-b", day(2024, 5, 1));
+    store
+        .register_locations(network(net), today(), &[doc_b])
+        .unwrap();
+    let second = participation(net);
+    store.record_consents(&[(key(2), second.clone())]).unwrap();
+    let doc_c = located(2, net, "doc-c", day(2024, 6, 1));
+    store
+        .register_locations(network(net), today(), &[doc_c])
+        .unwrap();
+    let apart_1 = retrieve(store, 101);
+    let apart_2 = retrieve(store, 102);
+    assert_eq!(apart_2.3, docs(&[("doc-c", day(2024, 6, 1))]));
+    let (merge_id, _) = merge(store, 1, 2);
+    for insured in [101, 102] {
+        let merged = retrieve(store, insured);
+        assert_eq!(merged.1, vec![key(1), key(2)]);
+        assert_eq!(merged.2, sorted(vec![first.id, second.id]));
+        assert_eq!(
+            merged.3,
+            docs(&[("doc-b", day(2024, 5, 1)), ("doc-c", day(2024, 6, 1))])
+        );
+    }
+    store
+        .unmerge_persons(merge_id, &attribution("not the same"))
+        .unwrap();
+    assert_eq!(retrieve(store, 101), apart_1);
+    assert_eq!(retrieve(store, 102), apart_2);
+
+    let outcome = store
+        .revoke_consent(first.id, &revocation(false), today())
+        .unwrap();
+    assert!(matches!(outcome, RevokeOutcome::Revoked { .. }));
+    let revoked = retrieve(store, 101);
+    assert_eq!(revoked.2, []);
+    assert_eq!(
+        revoked.3,
+        docs(&[("doc-b", day(2024, 5, 1))]),
+        "kept, hidden by the rule"
+    );
+    // A purge deletes the network's locations of the whole cluster.
+    merge(store, 1, 2);
+    let third = participation(net);
+    store.record_consents(&[(key(1), third.clone())]).unwrap();
+    let merged = retrieve(store, 102);
+    assert_eq!(merged.2, sorted(vec![second.id, third.id]));
+    assert_eq!(
+        merged.3,
+        docs(&[("doc-b", day(2024, 5, 1)), ("doc-c", day(2024, 6, 1))])
+    );
+    store
+        .revoke_consent(third.id, &revocation(true), today())
+        .unwrap();
+    assert_eq!(retrieve(store, 102).3, docs(&[]), "purged");
 }

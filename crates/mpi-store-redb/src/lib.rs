@@ -37,6 +37,7 @@
 mod audit_wal;
 mod combiner;
 mod disclosure_index;
+mod read_cache;
 
 /// One RegisterLocations call waiting for the writer, with what its caller's thread worked out
 /// beforehand so that the writer does not: the items' keys, and the participation gate decided
@@ -683,6 +684,8 @@ pub fn decode_audit_log_segment(bytes: &[u8]) -> (Vec<u64>, usize) {
 
 /// The main file's page cache unless the configuration says otherwise (redb's own default).
 pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
+/// The read cache unless the configuration says otherwise.
+pub const DEFAULT_READ_CACHE_BYTES: u64 = 256 << 20;
 /// The page cache of `audit.redb`.
 pub const AUDIT_CACHE_BYTES: usize = 32 << 20;
 /// The page cache of `audit-index.redb`.
@@ -787,6 +790,9 @@ pub struct RedbStore {
     /// Calls waiting for the main file's writer ([`RedbStore::write`]); a long qualification
     /// upsert commits what it has and lets them in (see [`YIELD_AFTER`]).
     waiting_writers: std::sync::atomic::AtomicUsize,
+    /// Decoded results of the main file's hot reads, and the turns its commits take so that no
+    /// snapshot reads an entry its own pages disagree with (`read_cache`).
+    cache: read_cache::ReadCache,
     audit_db: Arc<Database>,
     /// The audit chain's commit path; dropping it folds what is pending into `audit_db`.
     audit_wal: audit_wal::AuditWal,
@@ -801,13 +807,24 @@ impl RedbStore {
         Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
+    /// [`RedbStore::open_with_cache`] with a read cache of [`DEFAULT_READ_CACHE_BYTES`].
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> StoreResult<Self> {
+        Self::open_with_caches(path, cache_bytes, DEFAULT_READ_CACHE_BYTES)
+    }
+
     /// [`RedbStore::open`] with `cache_bytes` of page cache for the main file and the location
-    /// index (three quarters and a quarter). The audit files have small fixed caches
+    /// index (three quarters and a quarter), and about `read_cache_bytes` of decoded results of
+    /// the hot reads (a subject's qualifications and person, a person's members, a subject's
+    /// unrevoked consents and locations; zero: none). The audit files have small fixed caches
     /// ([`AUDIT_CACHE_BYTES`], [`AUDIT_INDEX_CACHE_BYTES`]): the chain is appended and read in
     /// order, and the index is read a few pages per query. A redb
     /// cache fills up to its size as pages are read and written, so the process's memory grows
     /// with the store until then, and no further.
-    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> StoreResult<Self> {
+    pub fn open_with_caches(
+        path: &Path,
+        cache_bytes: usize,
+        read_cache_bytes: u64,
+    ) -> StoreResult<Self> {
         let db = redb::Builder::new()
             .set_cache_size(cache_bytes - cache_bytes / 4)
             .create(path)
@@ -891,6 +908,7 @@ impl RedbStore {
             claims_durable_to: std::sync::atomic::AtomicU64::new(claims_durable_to),
             claims_durable_after: CLAIMS_DURABLE_AFTER,
             waiting_writers: std::sync::atomic::AtomicUsize::new(0),
+            cache: read_cache::ReadCache::new(read_cache_bytes),
             audit_db,
             audit_wal,
             disclosure,
@@ -1075,6 +1093,7 @@ impl RedbStore {
             .map(|(request, _)| vec![RegisterOutcome::NoParticipation; request.items.len()])
             .collect();
         let txn = self.write()?;
+        let changed;
         {
             let epoch = cluster_epoch(&txn.open_table(META).map_err(engine)?)?;
             let mut gates: Vec<std::borrow::Cow<'_, [bool]>> = Vec::with_capacity(group.len());
@@ -1097,6 +1116,7 @@ impl RedbStore {
             let mut meta = txn.open_table(META).map_err(engine)?;
             let mut claim_log = txn.open_table(CLAIM_LOG).map_err(engine)?;
             let mut sequence = counter(&meta, CLAIM_LOG_SEQUENCE)?;
+            let mut stored_for = Vec::new();
             for (key, call, index) in order {
                 let (request, claims) = &group[call];
                 let item = &request.items[index];
@@ -1126,6 +1146,7 @@ impl RedbStore {
                 sequence += 1;
                 claim_log.insert(sequence, key).map_err(engine)?;
                 outcomes[call][index] = RegisterOutcome::Stored;
+                stored_for.push(item.subject);
             }
             meta.insert(CLAIM_LOG_SEQUENCE, sequence).map_err(engine)?;
             // Entries the index now holds durably are no longer needed.
@@ -1135,8 +1156,10 @@ impl RedbStore {
             claim_log
                 .retain_in(..=durable_to, |_, _| false)
                 .map_err(engine)?;
+            stored_for.dedup();
+            changed = read_cache::Changed::keys(stored_for);
         }
-        txn.commit().map_err(engine)?;
+        txn.commit(&changed)?;
         Ok(outcomes)
     }
 
@@ -1195,13 +1218,27 @@ impl RedbStore {
         Ok(())
     }
 
-    /// A read transaction of the main file.
-    fn read(&self) -> StoreResult<RedbSnapshot> {
-        self.db.begin_read().map(RedbSnapshot).map_err(engine)
+    /// A read transaction of the main file, with the read cache.
+    fn read(&self) -> StoreResult<RedbSnapshot<'_>> {
+        // The tag first: the transaction then holds every commit up to it.
+        let tag = self.cache.tag();
+        let txn = self.db.begin_read().map_err(engine)?;
+        Ok(RedbSnapshot {
+            txn,
+            cache: &self.cache,
+            tag,
+        })
+    }
+
+    /// A write transaction of the main file with its turn to commit, not counted as waiting.
+    fn begin_main_write(&self) -> StoreResult<MainWrite<'_>> {
+        let turn = self.cache.turn();
+        let txn = self.db.begin_write().map_err(engine)?;
+        Ok(MainWrite { txn, turn })
     }
 
     /// A write transaction of the main file, counted in `waiting_writers` while it waits.
-    fn write(&self) -> StoreResult<redb::WriteTransaction> {
+    fn write(&self) -> StoreResult<MainWrite<'_>> {
         use std::sync::atomic::Ordering;
         struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
         impl Drop for Waiting<'_> {
@@ -1211,7 +1248,7 @@ impl RedbStore {
         }
         self.waiting_writers.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting_writers);
-        self.db.begin_write().map_err(engine)
+        self.begin_main_write()
     }
 
     /// Upserts `entries` in key order, in one transaction unless another writer waits once
@@ -1234,9 +1271,10 @@ impl RedbStore {
         let mut pieces = 0;
         loop {
             // Not counted as waiting: the import is the writer that makes room for the others.
-            let txn = self.db.begin_write().map_err(engine)?;
+            let txn = self.begin_main_write()?;
             let opened = std::time::Instant::now();
             let mut written = 0;
+            let changed;
             {
                 let mut qualifications = txn.open_table(QUALIFICATIONS).map_err(engine)?;
                 for &index in rest {
@@ -1266,11 +1304,17 @@ impl RedbStore {
                 references.sort_unstable();
                 references.dedup();
                 add_persons(&txn, &references)?;
+                changed = read_cache::Changed::keys(
+                    piece
+                        .iter()
+                        .map(|&index| entries[index].insured_key)
+                        .chain(references),
+                );
                 rest = after;
             }
             // Dropping an uncommitted transaction aborts it, so an error above stores nothing
             // of this piece (earlier pieces stay stored; upserts are idempotent).
-            txn.commit().map_err(engine)?;
+            txn.commit(&changed)?;
             pieces += 1;
             if rest.is_empty() {
                 return Ok((outcomes, pieces));
@@ -1410,7 +1454,9 @@ impl Store for RedbStore {
                 moved: record.moved_refs.len(),
             }
         };
-        txn.commit().map_err(engine)?;
+        // References move between persons: their persons, both members and what was read
+        // through them.
+        txn.commit(&read_cache::Changed::everything())?;
         Ok(outcome)
     }
 
@@ -1471,7 +1517,7 @@ impl Store for RedbStore {
                 .map_err(engine)?;
             UnmergeOutcome::Unmerged { restored }
         };
-        txn.commit().map_err(engine)?;
+        txn.commit(&read_cache::Changed::everything())?;
         Ok(outcome)
     }
 
@@ -1589,7 +1635,10 @@ impl Store for RedbStore {
                 found.push(removed);
             }
         }
-        txn.commit().map_err(engine)?;
+        let removed_from = owners.iter().zip(&found).filter(|(_, removed)| **removed);
+        txn.commit(&read_cache::Changed::keys(
+            removed_from.filter_map(|(owner, _)| *owner),
+        ))?;
         self.release_claims(ids.iter().map(location::codec::id_key))?;
         Ok(found)
     }
@@ -1615,7 +1664,9 @@ impl Store for RedbStore {
             }
         }
         bump_cluster_epoch(&txn)?;
-        txn.commit().map_err(engine)?;
+        txn.commit(&read_cache::Changed::keys(
+            records.iter().map(|(subject, _)| *subject),
+        ))?;
         Ok(())
     }
 
@@ -1643,6 +1694,8 @@ impl Store for RedbStore {
         });
         let mut released = Vec::new();
         let txn = self.write()?;
+        // The subject's consents; the cluster's links and locations when they go with it.
+        let mut changed = Vec::new();
         let outcome = {
             let mut consents = txn.open_table(CONSENTS).map_err(engine)?;
             let stored = consents
@@ -1672,6 +1725,8 @@ impl Store for RedbStore {
             bump_cluster_epoch(&txn)?;
             let (cluster, after) =
                 cluster_consents(&persons, &members, &subject_consents, subject)?;
+            changed.push(subject);
+            changed.extend(&cluster);
             let (mut links_cut, mut locations_deleted) = (0, 0);
             if let Some((network, cut, purge)) = revocation_effects(&after, &revoked, today) {
                 let mut links = txn.open_table(LINKS).map_err(engine)?;
@@ -1713,7 +1768,7 @@ impl Store for RedbStore {
                 locations_deleted,
             }
         };
-        txn.commit().map_err(engine)?;
+        txn.commit(&read_cache::Changed::keys(changed))?;
         if !released.is_empty() {
             self.release_claims(released.into_iter())?;
         }
@@ -1754,7 +1809,8 @@ impl Store for RedbStore {
                 }
             }
         };
-        txn.commit().map_err(engine)?;
+        // Links are not cached.
+        txn.commit(&read_cache::Changed::nothing())?;
         Ok(outcome)
     }
 
@@ -1775,70 +1831,201 @@ impl Store for RedbStore {
             }
             removed.is_some()
         };
-        txn.commit().map_err(engine)?;
+        txn.commit(&read_cache::Changed::nothing())?;
         Ok(removed)
     }
 }
 
-/// A read transaction of the main file: [`Snapshot`] for [`RedbStore`].
-struct RedbSnapshot(redb::ReadTransaction);
+/// A write transaction of the main file and its turn to commit: [`MainWrite::commit`] names what
+/// the transaction changed, for the read cache.
+struct MainWrite<'a> {
+    txn: redb::WriteTransaction,
+    turn: read_cache::Turn<'a>,
+}
 
-impl Snapshot for RedbSnapshot {
+impl std::ops::Deref for MainWrite<'_> {
+    type Target = redb::WriteTransaction;
+
+    fn deref(&self) -> &redb::WriteTransaction {
+        &self.txn
+    }
+}
+
+impl MainWrite<'_> {
+    /// Commits, durably, a transaction that changed what `changed` names.
+    fn commit(self, changed: &read_cache::Changed) -> StoreResult<()> {
+        self.turn.commit(self.txn, changed).map_err(engine)
+    }
+}
+
+/// A read transaction of the main file, and the read cache: [`Snapshot`] for [`RedbStore`].
+/// Reads the cache answers for the transaction's state (`tag`) read no page.
+struct RedbSnapshot<'a> {
+    txn: redb::ReadTransaction,
+    cache: &'a read_cache::ReadCache,
+    tag: u64,
+}
+
+impl RedbSnapshot<'_> {
+    /// The result under `key` from the cache, or read from the pages (`table` opened on the
+    /// first miss) and kept.
+    fn cached<T, K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        key: read_cache::Key,
+        table: &mut Option<redb::ReadOnlyTable<K, V>>,
+        definition: TableDefinition<K, V>,
+        hit: impl FnOnce(read_cache::Value) -> Option<T>,
+        read: impl FnOnce(&redb::ReadOnlyTable<K, V>) -> StoreResult<T>,
+        keep: impl FnOnce(&T) -> read_cache::Value,
+    ) -> StoreResult<T> {
+        if let Some(found) = self.cache.get(self.tag, &key).and_then(hit) {
+            return Ok(found);
+        }
+        let table = match table {
+            Some(table) => table,
+            None => table.insert(self.txn.open_table(definition).map_err(engine)?),
+        };
+        let found = read(table)?;
+        self.cache.put(self.tag, key, keep(&found));
+        Ok(found)
+    }
+
+    fn members(&self, person: PersonKey) -> StoreResult<Vec<IdentifierKey>> {
+        use read_cache::Value;
+        self.cached(
+            read_cache::Key::person(person),
+            &mut None,
+            MEMBERS,
+            |value| match value {
+                Value::Members(refs) => Some(refs.to_vec()),
+                _ => None,
+            },
+            |members| members_of(members, person),
+            |refs| Value::Members(Arc::from(refs.as_slice())),
+        )
+    }
+}
+
+impl Snapshot for RedbSnapshot<'_> {
     fn qualifications_by_insured(
         &self,
         insured_keys: &[IdentifierKey],
     ) -> StoreResult<Vec<Vec<QualificationEntry>>> {
-        let table = self.0.open_table(QUALIFICATIONS).map_err(engine)?;
+        use read_cache::{Key, Kind, Value};
+        let mut table = None;
         insured_keys
             .iter()
             .map(|insured| {
-                let mut from = [0u8; QUALIFICATION_KEY_LEN];
-                from[..32].copy_from_slice(&insured.0);
-                let mut to = [0xffu8; QUALIFICATION_KEY_LEN];
-                to[..32].copy_from_slice(&insured.0);
-                table
-                    .range(from.as_slice()..=to.as_slice())
-                    .map_err(engine)?
-                    .map(|item| {
-                        let (key, value) = item.map_err(engine)?;
-                        codec::decode_qualification(key.value(), value.value())
-                    })
-                    .collect()
+                self.cached(
+                    Key::of(Kind::Qualifications, *insured),
+                    &mut table,
+                    QUALIFICATIONS,
+                    |value| match value {
+                        Value::Qualifications(found) => Some(found.to_vec()),
+                        _ => None,
+                    },
+                    |table| {
+                        let mut from = [0u8; QUALIFICATION_KEY_LEN];
+                        from[..32].copy_from_slice(&insured.0);
+                        let mut to = [0xffu8; QUALIFICATION_KEY_LEN];
+                        to[..32].copy_from_slice(&insured.0);
+                        table
+                            .range(from.as_slice()..=to.as_slice())
+                            .map_err(engine)?
+                            .map(|item| {
+                                let (key, value) = item.map_err(engine)?;
+                                codec::decode_qualification(key.value(), value.value())
+                            })
+                            .collect()
+                    },
+                    |found| Value::Qualifications(Arc::from(found.as_slice())),
+                )
             })
             .collect()
     }
 
     fn persons_of(&self, person_ref_keys: &[IdentifierKey]) -> StoreResult<Vec<Option<PersonKey>>> {
-        let table = self.0.open_table(PERSONS).map_err(engine)?;
+        use read_cache::{Key, Kind, Value};
+        let mut table = None;
         person_ref_keys
             .iter()
             .map(|reference| {
-                table
-                    .get(reference.0.as_slice())
-                    .map_err(engine)?
-                    .map(|value| codec::decode_person(value.value()))
-                    .transpose()
+                self.cached(
+                    Key::of(Kind::Person, *reference),
+                    &mut table,
+                    PERSONS,
+                    |value| match value {
+                        Value::Person(found) => Some(found),
+                        _ => None,
+                    },
+                    |table| {
+                        table
+                            .get(reference.0.as_slice())
+                            .map_err(engine)?
+                            .map(|value| codec::decode_person(value.value()))
+                            .transpose()
+                    },
+                    |found| Value::Person(*found),
+                )
             })
             .collect()
     }
 
     fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
-        let members = self.0.open_table(MEMBERS).map_err(engine)?;
-        let refs = members_of(&members, person)?;
+        use read_cache::{Key, Kind, Value};
+        let refs = self.members(person)?;
         let mut view = PersonView::default();
-        if let Some(history) = parts.consents {
-            let subject_consents = self.0.open_table(SUBJECT_CONSENTS).map_err(engine)?;
-            view.consents = consents_of(&subject_consents, &refs, history)?;
+        match parts.consents {
+            Some(ConsentHistory::Unrevoked) => {
+                let mut table = None;
+                for reference in &refs {
+                    let found = self.cached(
+                        Key::of(Kind::Consents, *reference),
+                        &mut table,
+                        SUBJECT_CONSENTS,
+                        |value| match value {
+                            Value::Consents(found) => Some(found.to_vec()),
+                            _ => None,
+                        },
+                        |table| {
+                            consents_of(
+                                table,
+                                std::slice::from_ref(reference),
+                                ConsentHistory::Unrevoked,
+                            )
+                        },
+                        |found| Value::Consents(Arc::from(found.as_slice())),
+                    )?;
+                    view.consents.extend(found);
+                }
+                view.consents.sort_by_key(|c| (c.recorded_at_micros, c.id));
+            }
+            Some(ConsentHistory::Full) => {
+                let subject_consents = self.txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+                view.consents = consents_of(&subject_consents, &refs, ConsentHistory::Full)?;
+            }
+            None => {}
         }
         if parts.locations {
-            let locations = self.0.open_table(LOCATIONS).map_err(engine)?;
+            let mut table = None;
             for reference in &refs {
-                view.locations.extend(locations_of(&locations, *reference)?);
+                let found = self.cached(
+                    Key::of(Kind::Locations, *reference),
+                    &mut table,
+                    LOCATIONS,
+                    |value| match value {
+                        Value::Locations(found) => Some(found.to_vec()),
+                        _ => None,
+                    },
+                    |table| locations_of(table, *reference),
+                    |found| Value::Locations(Arc::from(found.as_slice())),
+                )?;
+                view.locations.extend(found);
             }
         }
         if parts.links {
-            let links = self.0.open_table(LINKS).map_err(engine)?;
-            let subject_links = self.0.open_table(SUBJECT_LINKS).map_err(engine)?;
+            let links = self.txn.open_table(LINKS).map_err(engine)?;
+            let subject_links = self.txn.open_table(SUBJECT_LINKS).map_err(engine)?;
             for reference in &refs {
                 view.links
                     .extend(links_of(&links, &subject_links, *reference)?);
@@ -1849,7 +2036,7 @@ impl Snapshot for RedbSnapshot {
     }
 
     fn regional_subject(&self, regional_key: IdentifierKey) -> StoreResult<Option<IdentifierKey>> {
-        let links = self.0.open_table(LINKS).map_err(engine)?;
+        let links = self.txn.open_table(LINKS).map_err(engine)?;
         links
             .get(regional_key.0.as_slice())
             .map_err(engine)?
@@ -1967,6 +2154,128 @@ mod tests {
                     .starts_with(&format!("s{subject}/"))
             }));
         }
+    }
+
+    /// A store whose read cache holds about `bytes`.
+    fn fresh_with_read_cache(bytes: u64) -> (RedbStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            RedbStore::open_with_caches(&dir.path().join("mpi.redb"), DEFAULT_CACHE_BYTES, bytes)
+                .unwrap();
+        (store, dir)
+    }
+
+    /// The conformance suite again with a read cache of a few entries, always evicting.
+    mod tiny_read_cache {
+        use super::fresh_with_read_cache;
+        mpi_store_conformance::store_conformance!(fresh_with_read_cache(4 << 10));
+    }
+
+    /// Retrievals racing revocations and registrations: each sees every revocation and every
+    /// location whose call had returned when it began, and nothing not yet committed when it
+    /// ended, though the retrievals before it kept what they read in the read cache.
+    #[test]
+    fn retrievals_see_every_write_returned_before_they_began() {
+        use mpi_core::consent::Revocation;
+        use mpi_core::ids::FacilityCode;
+        use mpi_core::location::{Location, LocationId, RecordKind, RecordReference};
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        const WRITES: usize = 150;
+        let (store, _dir) = fresh();
+        let kept = NetworkId::parse("13-0001").unwrap();
+        let revoked = NetworkId::parse("14-0001").unwrap();
+        let today = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let subject = IdentifierKey([1; 32]);
+        store
+            .upsert_qualifications(&[QualificationEntry {
+                insured_key: IdentifierKey([101; 32]),
+                person_ref_key: subject,
+                start: day,
+                end: None,
+                demographic: mpi_core::keys::DemographicTag([0; 16]),
+                reason_of_loss: None,
+            }])
+            .unwrap();
+        let mut consents = vec![participation_of(1, kept, day)];
+        consents.extend((0..WRITES).map(|_| participation_of(1, revoked, day)));
+        store.record_consents(&consents).unwrap();
+        let person = store.persons_of(&[subject]).unwrap()[0].unwrap();
+        let parts = ViewParts {
+            consents: Some(ConsentHistory::Unrevoked),
+            locations: true,
+            links: false,
+        };
+        // Writes returned (begun) so far: revocations, then registrations.
+        let (revocations_done, revocations_begun) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let (registrations_done, registrations_begun) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let checked = AtomicUsize::new(0);
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for (n, (_, consent)) in consents[1..].iter().enumerate() {
+                    revocations_begun.store(n + 1, SeqCst);
+                    let revocation = Revocation {
+                        by: "operator:ops".into(),
+                        at_micros: 1,
+                        reason: "asked".into(),
+                        purged: false,
+                    };
+                    store
+                        .revoke_consent(consent.id, &revocation, today)
+                        .unwrap();
+                    revocations_done.store(n + 1, SeqCst);
+                    let location = SubjectLocation {
+                        subject,
+                        location: Location {
+                            id: LocationId {
+                                network: kept,
+                                facility: FacilityCode::parse("3410712362").unwrap(),
+                                kind: RecordKind::Treatment,
+                                reference: RecordReference::parse(&format!("doc-{n}")).unwrap(),
+                            },
+                            first_service: day,
+                            last_service: day,
+                            registered_at_micros: 1,
+                        },
+                    };
+                    registrations_begun.store(n + 1, SeqCst);
+                    let stored = store.register_locations(kept, today, &[location]).unwrap();
+                    assert_eq!(stored, [RegisterOutcome::Stored]);
+                    registrations_done.store(n + 1, SeqCst);
+                }
+                finished.store(true, SeqCst);
+            });
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    while !finished.load(SeqCst) {
+                        let revoked_before = revocations_done.load(SeqCst);
+                        let registered_before = registrations_done.load(SeqCst);
+                        let reads = store.snapshot().unwrap();
+                        let view = reads.person_view(person, parts).unwrap();
+                        let found = reads.persons_of(&[subject]).unwrap();
+                        drop(reads);
+                        let revoked_after = revocations_begun.load(SeqCst);
+                        let registered_after = registrations_begun.load(SeqCst);
+                        assert_eq!(found, [Some(person)]);
+                        let unrevoked = view.consents.len() - 1;
+                        assert!(
+                            unrevoked <= WRITES - revoked_before,
+                            "{unrevoked} unrevoked after {revoked_before} revocations returned"
+                        );
+                        assert!(unrevoked >= WRITES - revoked_after);
+                        let located = view.locations.len();
+                        assert!(
+                            located >= registered_before,
+                            "{located} locations after {registered_before} registrations returned"
+                        );
+                        assert!(located <= registered_after);
+                        checked.fetch_add(1, SeqCst);
+                    }
+                });
+            }
+        });
+        assert!(checked.load(SeqCst) > 100, "{checked:?} retrievals checked");
     }
 
     /// The participation gate is decided before the call waits for the writer; a revocation or
