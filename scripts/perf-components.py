@@ -7,7 +7,12 @@ phase and the FindLocations phase by time, and groups each phase's samples of th
 threads by the first rule below that matches a frame of the sample's stack. With each phase's
 calls per second (from the floor's output) it prints microseconds of server CPU per call.
 
-    perf-components.py SCRIPT_TXT ECHO_PER_S FIND_PER_S [HZ] [--within FRAME PATTERN...]
+    perf-components.py SCRIPT_TXT ECHO_PER_S FIND_PER_S [HZ] [--find-seconds N]
+                       [--within FRAME PATTERN...]
+
+With `--find-seconds N`, the FindLocations phase is only the last N seconds in which the
+server ran FindLocations (the floor's measurement, after its warm-up, which asks for every
+patient once at another rate).
 
 With `--within`, it then breaks the FindLocations phase's samples that have a frame
 containing FRAME down by PATTERN: for each, the share of those samples with a frame
@@ -103,6 +108,11 @@ def main():
         args, within = args[:at], args[at + 1:]
         if len(within) < 2:
             sys.exit("--within needs a frame and at least one pattern")
+    find_seconds = None
+    if "--find-seconds" in args:
+        at = args.index("--find-seconds")
+        find_seconds = int(args[at + 1])
+        args = args[:at] + args[at + 2:]
     path, echo_rate, find_rate = args[0], float(args[1]), float(args[2])
     hz = float(args[3]) if len(args) > 3 else 499.0
     every = [s for s in samples(path) if s[0] not in ("bench-core-1", "mpi-bench")]
@@ -124,6 +134,8 @@ def main():
     )
     find_secs = sorted(s for s, n in real.items() if n > 0.3 * hz)
     find_lo, find_hi = find_secs[0] + 1, find_secs[-1]
+    if find_seconds is not None:
+        find_lo = max(find_lo, find_secs[-1] - find_seconds + 2)
     echo_secs = sorted(s for s, n in busy.items() if n > 0.8 * hz and s < find_secs[0] and real[s] == 0)
     # The echo phase: the run of busy seconds that ends where the FindLocations phase begins.
     run = []

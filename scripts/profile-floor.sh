@@ -23,9 +23,10 @@ cat "$out/floor.md"
 rate() { grep -F "| $1" "$out/floor.md" | awk -F'|' '{gsub(/ /, "", $5); print $5}'; }
 perf script -i "$out/perf.data" -F comm,tid,time,ip,sym > "$out/perf.txt" 2> /dev/null
 # Then the person view and the resolution (both under disclosure_view) by what their samples
-# were in: the five tables' reads, redb's page cache, key comparisons, reads from the file.
+# were in: the five tables' reads, redb's page cache, key comparisons, reads from the file, the
+# read cache.
 python3 scripts/perf-components.py "$out/perf.txt" "$(rate 'Echo floor')" "$(rate 'FindLocations (mTLS')" \
-    499 --within 'Mpi>::disclosure_view' \
+    499 --find-seconds "$seconds" --within 'Mpi>::disclosure_view' \
     locations_of consents_of qualifications_by_insured persons_of members_of \
     PagedCachedFile::read =PagedCachedFile::read =memcmp pread64 open_table begin_read \
-    TransactionTracker decode
+    TransactionTracker decode ReadCache::get ReadCache::put quick_cache

@@ -85,8 +85,9 @@ struct Cli {
     #[arg(long, default_value_t = mpi_server::config::DEFAULT_STORE_CACHE_MIB, global = true)]
     cache_mib: u64,
     /// Read cache of every server the benchmark starts, in MiB (`store.read_cache_mib`; 0:
-    /// none). The default holds about a million persons' retrievals.
-    #[arg(long, default_value_t = 2048, global = true)]
+    /// none). The default holds the retrievals of the routine run's million persons (≈ 2.5 KiB
+    /// each as the cache weighs them).
+    #[arg(long, default_value_t = 4096, global = true)]
     read_cache_mib: u64,
     #[command(subcommand)]
     command: Command,

@@ -218,6 +218,19 @@ fn the_components_script_finds_the_phases_and_the_cost_per_call() {
 }
 
 #[test]
+fn the_components_script_measures_only_the_last_seconds_of_findlocations_when_asked() {
+    // FindLocations ran in seconds 105–109; the last 3 are 107–109, less their first and last.
+    let Some(report) = report(&["--find-seconds", "3"]) else {
+        return;
+    };
+    assert!(
+        report.contains("FindLocations: 1 s at 500 calls/s;"),
+        "{report}"
+    );
+    assert!(report.contains("echo floor: 3 s at 1000 calls/s;"), "{report}");
+}
+
+#[test]
 fn the_components_script_breaks_a_frame_down_by_what_its_samples_are_in() {
     let Some(report) = report(&[
         "--within",

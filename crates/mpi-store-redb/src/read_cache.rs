@@ -166,7 +166,8 @@ pub(crate) struct ReadCache {
 impl ReadCache {
     /// A cache of about `bytes` (zero: none).
     pub(crate) fn new(bytes: u64) -> Self {
-        // A retrieval's five results take about 2 KiB at ten locations a person.
+        // A retrieval's five results weigh about 2 KiB at ten locations a person: 400 bytes an
+        // entry on average.
         let estimated = usize::try_from(bytes / 400).unwrap_or(usize::MAX).max(16);
         Self {
             entries: (bytes > 0)
