@@ -227,7 +227,10 @@ fn the_components_script_measures_only_the_last_seconds_of_findlocations_when_as
         report.contains("FindLocations: 1 s at 500 calls/s;"),
         "{report}"
     );
-    assert!(report.contains("echo floor: 3 s at 1000 calls/s;"), "{report}");
+    assert!(
+        report.contains("echo floor: 3 s at 1000 calls/s;"),
+        "{report}"
+    );
 }
 
 #[test]
