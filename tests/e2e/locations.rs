@@ -789,3 +789,56 @@ async fn a_graceful_stop_leaves_no_claim_to_replay() {
         logged
     );
 }
+
+/// The store's read cache shows at `/metrics`: the first retrieval of a patient reads the
+/// pages (misses), the same retrieval again is answered from the cache alone (hits), and what
+/// it holds is counted.
+#[tokio::test]
+async fn the_read_cache_is_counted_at_metrics() {
+    let scene = Scene::start().await;
+    let (patient, _) = hanako(&scene).await;
+    scene.participate(&patient, A).await;
+    let clinic = facility(13, 1, 1004);
+    let item = location(
+        &patient,
+        &clinic,
+        pb::RecordKind::Treatment,
+        "2022-01-01",
+        "",
+        "a/doc/1",
+    );
+    scene.register(&network(A), vec![item]).await.unwrap();
+    let doctor_a = clinician(A, &facility(13, 1, 1003));
+    let value = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let hits = |metrics: &str| value(metrics, "kouiki_mpi_read_cache_hits_total");
+    let misses = |metrics: &str| value(metrics, "kouiki_mpi_read_cache_misses_total");
+    let before = scene.server.metrics().await;
+    assert_eq!(scene.find(&doctor_a, &patient).await.unwrap().len(), 1);
+    let first = scene.server.metrics().await;
+    assert_eq!(scene.find(&doctor_a, &patient).await.unwrap().len(), 1);
+    let second = scene.server.metrics().await;
+    assert!(misses(&first) > misses(&before), "{first}");
+    assert_eq!(
+        misses(&second),
+        misses(&first),
+        "the same retrieval again reads no page"
+    );
+    assert!(hits(&second) > hits(&first), "{second}");
+    assert!(value(&second, "kouiki_mpi_read_cache_entries") > 0);
+    assert!(value(&second, "kouiki_mpi_read_cache_bytes") > 0);
+    assert_eq!(
+        value(&second, "kouiki_mpi_read_cache_capacity_bytes"),
+        mpi_server::config::DEFAULT_READ_CACHE_MIB << 20
+    );
+}

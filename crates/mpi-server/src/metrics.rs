@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests and latency by RPC and status code, served at `/metrics`.
+//! Prometheus metrics: requests and latency by RPC and status code, and the store's read cache,
+//! served at `/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +88,78 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The store's read cache, read at each scrape.
+struct ReadCacheCollector(Arc<mpi_store_redb::RedbStore>);
+
+impl std::fmt::Debug for ReadCacheCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadCacheCollector(..)")
+    }
+}
+
+impl prometheus_client::collector::Collector for ReadCacheCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let stats = self.0.read_cache_stats();
+        let counters = [
+            (
+                "read_cache_hits",
+                "Look-ups the store's read cache answered",
+                stats.hits,
+            ),
+            (
+                "read_cache_misses",
+                "Look-ups that read the store's pages (not held, or changed since)",
+                stats.misses,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            (
+                "read_cache_entries",
+                "Entries the store's read cache holds",
+                stats.entries,
+            ),
+            (
+                "read_cache_bytes",
+                "Approximate bytes the store's read cache holds",
+                stats.bytes,
+            ),
+            (
+                "read_cache_capacity_bytes",
+                "The most the store's read cache holds, approximate bytes (store.read_cache_mib)",
+                stats.capacity_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
+    /// With the metrics of `store`'s read cache, read at each scrape.
+    pub fn with_read_cache(mut self, store: Arc<mpi_store_redb::RedbStore>) -> Self {
+        self.registry
+            .register_collector(Box::new(ReadCacheCollector(store)));
+        self
+    }
+
     /// Records one finished RPC.
     pub fn observe(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
         let labels = RpcLabels {

@@ -72,6 +72,8 @@ pub struct Prepared {
     tls: ServerTlsConfig,
     dev_pki: Option<(PkiPaths, bool)>,
     unaudited: bool,
+    /// The store, for its read cache's metrics.
+    store: Arc<RedbStore>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -113,13 +115,13 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
 pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
     pki::create_private_dir(&config.data_dir)?;
     let secret = secret::load_or_create(&config.secret_file)?;
-    let store = RedbStore::open_with_caches(
+    let store = Arc::new(RedbStore::open_with_caches(
         &config.data_dir.join("mpi.redb"),
         config.store_cache_bytes,
         config.read_cache_bytes,
-    )?;
-    let mpi = Mpi::new(Arc::new(store), Keyer::new(&secret))
-        .with_emergency_access(config.emergency_access);
+    )?);
+    let mpi =
+        Mpi::new(store.clone(), Keyer::new(&secret)).with_emergency_access(config.emergency_access);
     let (audit, audit_writer) = crate::audit_log::AuditLog::start(mpi.store().clone())?;
     let (cert, key, client_ca, dev_pki) = match &config.tls {
         TlsSource::Files {
@@ -150,6 +152,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServerError> {
         tls,
         dev_pki,
         unaudited: false,
+        store,
     })
 }
 
@@ -218,13 +221,14 @@ pub async fn serve(
         audit_writer,
         tls,
         unaudited,
+        store,
         ..
     } = prepared;
     if unaudited {
         tracing::warn!("serving WITHOUT the audit log (benchmark mode): calls leave no trace");
     }
     let limits = config.limits.clone();
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::default().with_read_cache(store));
     let ctx = Ctx::new(mpi, audit, metrics.clone(), limits.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();

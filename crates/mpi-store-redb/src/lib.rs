@@ -39,6 +39,8 @@ mod combiner;
 mod disclosure_index;
 mod read_cache;
 
+pub use read_cache::ReadCacheStats;
+
 /// One RegisterLocations call waiting for the writer, with what its caller's thread worked out
 /// beforehand so that the writer does not: the items' keys, and the participation gate decided
 /// on a read snapshot.
@@ -1334,6 +1336,11 @@ impl RedbStore {
         self.waiting_writers
             .load(std::sync::atomic::Ordering::SeqCst)
             > 0
+    }
+
+    /// What the read cache has done and holds (for the server's metrics).
+    pub fn read_cache_stats(&self) -> ReadCacheStats {
+        self.cache.stats()
     }
 
     /// Bytes of the main file's pages in use (the file itself grows in large steps ahead of

@@ -17,7 +17,8 @@
 //! every read that begins after the write has returned.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use mpi_core::consent::Consent;
 use mpi_core::keys::{IdentifierKey, PersonKey};
@@ -161,6 +162,25 @@ pub(crate) struct ReadCache {
     stamps: Box<[AtomicU64]>,
     /// One commit of the main file at a time, from its stamps to its even version.
     turns: std::sync::Mutex<()>,
+    /// Look-ups answered from the cache, and the others.
+    hits: AtomicU64,
+    misses: AtomicU64,
+    capacity: u64,
+}
+
+/// What the read cache has done and holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadCacheStats {
+    /// Look-ups it answered.
+    pub hits: u64,
+    /// Look-ups that read the pages (nothing held, or what was held a write has changed since).
+    pub misses: u64,
+    /// Entries held.
+    pub entries: u64,
+    /// Their weight, approximate bytes.
+    pub bytes: u64,
+    /// The most it holds, approximate bytes (`store.read_cache_mib`).
+    pub capacity_bytes: u64,
 }
 
 impl ReadCache {
@@ -176,6 +196,26 @@ impl ReadCache {
             floor: AtomicU64::new(0),
             stamps: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             turns: std::sync::Mutex::new(()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            capacity: bytes,
+        }
+    }
+
+    /// Its counts so far and what it holds now.
+    pub(crate) fn stats(&self) -> ReadCacheStats {
+        let (entries, bytes) = self.entries.as_ref().map_or((0, 0), |entries| {
+            (
+                u64::try_from(entries.len()).unwrap_or(u64::MAX),
+                entries.weight(),
+            )
+        });
+        ReadCacheStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            entries,
+            bytes,
+            capacity_bytes: self.capacity,
         }
     }
 
@@ -204,8 +244,17 @@ impl ReadCache {
 
     /// The entry under `key`, if a snapshot tagged `tag` would read the same from its pages.
     pub(crate) fn get(&self, tag: u64, key: &Key) -> Option<Value> {
-        let entry = self.entries.as_ref()?.get(key)?;
-        (entry.tag <= tag && self.stamp_of(&key.id) <= entry.tag).then_some(entry.value)
+        let entries = self.entries.as_ref()?;
+        let found = entries
+            .get(key)
+            .filter(|entry| entry.tag <= tag && self.stamp_of(&key.id) <= entry.tag);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Relaxed);
+        found.map(|entry| entry.value)
     }
 
     /// Keeps what a snapshot tagged `tag` read under `key`, unless a commit since has changed it.
@@ -285,6 +334,7 @@ mod tests {
         cache.put(tag, key(1), person(1));
         cache.put(tag, key(2), person(2));
         assert_eq!(held(&cache, tag, 1), Some(PersonKey([1; 16])));
+        assert_eq!((cache.stats().hits, cache.stats().misses), (1, 0));
         commit(&cache, &Changed::keys([IdentifierKey([1; 32])]));
         let later = cache.tag();
         assert_eq!(later, tag + 2);
@@ -294,6 +344,12 @@ mod tests {
             held(&cache, later, 2),
             Some(PersonKey([2; 16])),
             "another key's stays"
+        );
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.entries), (2, 2, 2));
+        assert!(
+            stats.bytes > 0 && stats.capacity_bytes == 1 << 20,
+            "{stats:?}"
         );
         // Made by the later snapshot: not for the older one, whose pages may differ.
         cache.put(later, key(1), person(9));
@@ -362,5 +418,6 @@ mod tests {
         let cache = ReadCache::new(0);
         cache.put(cache.tag(), key(1), person(1));
         assert_eq!(held(&cache, cache.tag(), 1), None);
+        assert_eq!(cache.stats(), ReadCacheStats::default(), "nor counts");
     }
 }
