@@ -1701,7 +1701,7 @@ impl Store for RedbStore {
         });
         let mut released = Vec::new();
         let txn = self.write()?;
-        // The subject's consents; the cluster's links and locations when they go with it.
+        // The subject's consents, and the cluster's links and locations when they go with it.
         let mut changed = Vec::new();
         let outcome = {
             let mut consents = txn.open_table(CONSENTS).map_err(engine)?;
@@ -1732,7 +1732,7 @@ impl Store for RedbStore {
             bump_cluster_epoch(&txn)?;
             let (cluster, after) =
                 cluster_consents(&persons, &members, &subject_consents, subject)?;
-            changed.push(subject);
+            // The cluster holds the subject.
             changed.extend(&cluster);
             let (mut links_cut, mut locations_deleted) = (0, 0);
             if let Some((network, cut, purge)) = revocation_effects(&after, &revoked, today) {
