@@ -926,40 +926,78 @@ const RETRIEVAL: ViewParts = ViewParts {
     links: false,
 };
 
-/// What one retrieval, through one snapshot, reads for insured key `insured`: its entries'
-/// starts, the person of its first entry's reference, and that person's references, unrevoked
-/// consents and locations (reference and last service day), each sorted.
-#[allow(clippy::type_complexity)]
-fn retrieve(
-    store: &dyn Store,
-    insured: u8,
-) -> (
-    Vec<NaiveDate>,
-    Vec<IdentifierKey>,
-    Vec<ConsentId>,
-    Vec<(String, NaiveDate)>,
-) {
+/// What one retrieval, through one snapshot, reads for an insured key, without the store's own
+/// person keys (random in each store), so that two stores' retrievals compare: the key's
+/// entries (start, reference), and the person of the first entry's reference: its references,
+/// unrevoked consents and locations (subject, network, reference, first and last service day).
+/// Each list is sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retrieval {
+    /// The insured key's entries: start, person reference.
+    pub entries: Vec<(NaiveDate, IdentifierKey)>,
+    /// The person's references.
+    pub refs: Vec<IdentifierKey>,
+    /// The person's unrevoked consents.
+    pub consents: Vec<ConsentId>,
+    /// The person's locations: subject, network, reference, first and last service day.
+    pub locations: Vec<(IdentifierKey, String, String, NaiveDate, NaiveDate)>,
+}
+
+/// What FindLocations reads of `insured` (see [`Retrieval`]).
+pub fn retrieval(store: &dyn Store, insured: IdentifierKey) -> Retrieval {
     let reads = store.snapshot().unwrap();
-    let entries = reads.qualifications_by_insured(&[key(insured)]).unwrap();
-    let starts = entries[0].iter().map(|e| e.start).collect();
-    let person = reads.persons_of(&[entries[0][0].person_ref_key]).unwrap()[0].unwrap();
+    let found = reads
+        .qualifications_by_insured(&[insured])
+        .unwrap()
+        .remove(0);
+    let mut entries: Vec<_> = found.iter().map(|e| (e.start, e.person_ref_key)).collect();
+    entries.sort();
+    let mut retrieval = Retrieval {
+        entries,
+        refs: Vec::new(),
+        consents: Vec::new(),
+        locations: Vec::new(),
+    };
+    let Some(first) = found.first() else {
+        return retrieval;
+    };
+    let person = reads.persons_of(&[first.person_ref_key]).unwrap()[0].unwrap();
     let view = reads.person_view(person, RETRIEVAL).unwrap();
-    let mut refs = view.refs;
-    refs.sort();
-    let mut consents: Vec<_> = view.consents.iter().map(|c| c.id).collect();
-    consents.sort();
-    let mut locations: Vec<_> = view
+    retrieval.refs = sorted(view.refs);
+    retrieval.consents = sorted(view.consents.iter().map(|c| c.id).collect());
+    retrieval.locations = sorted(
+        view.locations
+            .iter()
+            .map(|l| {
+                (
+                    l.subject,
+                    l.location.id.network.to_string(),
+                    l.location.id.reference.as_str().to_owned(),
+                    l.location.first_service,
+                    l.location.last_service,
+                )
+            })
+            .collect(),
+    );
+    retrieval
+}
+
+/// The entries' starts of [`retrieval`] of insured key `[insured; 32]`.
+fn starts(store: &dyn Store, insured: u8) -> Vec<NaiveDate> {
+    retrieval(store, key(insured))
+        .entries
+        .iter()
+        .map(|(start, _)| *start)
+        .collect()
+}
+
+/// The locations of a retrieval as (reference, last service day).
+fn held(retrieval: &Retrieval) -> Vec<(String, NaiveDate)> {
+    retrieval
         .locations
         .iter()
-        .map(|l| {
-            (
-                l.location.id.reference.as_str().to_owned(),
-                l.location.last_service,
-            )
-        })
-        .collect();
-    locations.sort();
-    (starts, refs, consents, locations)
+        .map(|(_, _, reference, _, last)| (reference.clone(), *last))
+        .collect()
 }
 
 fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
@@ -977,11 +1015,11 @@ pub fn every_write_is_seen_by_the_next_retrieval(store: &dyn Store) {
         items.iter().map(|(r, d)| ((*r).to_owned(), *d)).collect()
     };
     people(store, &[1, 2]);
-    assert_eq!(retrieve(store, 101).0, [day(2020, 1, 1)]);
+    assert_eq!(starts(store, 101), [day(2020, 1, 1)]);
     store
         .upsert_qualifications(&[entry(101, 1, day(2024, 1, 1))])
         .unwrap();
-    assert_eq!(retrieve(store, 101).0, [day(2020, 1, 1), day(2024, 1, 1)]);
+    assert_eq!(starts(store, 101), [day(2020, 1, 1), day(2024, 1, 1)]);
     // A reference unknown a moment ago gets its person.
     assert_eq!(store.persons_of(&[key(3)]).unwrap(), [None]);
     people(store, &[3]);
@@ -989,22 +1027,28 @@ pub fn every_write_is_seen_by_the_next_retrieval(store: &dyn Store) {
 
     let first = participation(net);
     store.record_consents(&[(key(1), first.clone())]).unwrap();
-    assert_eq!(retrieve(store, 101).2, [first.id]);
+    assert_eq!(retrieval(store, key(101)).consents, [first.id]);
     let doc_a = located(1, net, "doc-a", day(2024, 4, 1));
     store
         .register_locations(network(net), today(), std::slice::from_ref(&doc_a))
         .unwrap();
-    assert_eq!(retrieve(store, 101).3, docs(&[("doc-a", day(2024, 4, 1))]));
+    assert_eq!(
+        held(&retrieval(store, key(101))),
+        docs(&[("doc-a", day(2024, 4, 1))])
+    );
     let mut wider = doc_a.clone();
     wider.location.last_service = day(2024, 8, 1);
     store
         .register_locations(network(net), today(), &[wider])
         .unwrap();
-    assert_eq!(retrieve(store, 101).3, docs(&[("doc-a", day(2024, 8, 1))]));
+    assert_eq!(
+        held(&retrieval(store, key(101))),
+        docs(&[("doc-a", day(2024, 8, 1))])
+    );
     store
         .withdraw_locations(std::slice::from_ref(&doc_a.location.id))
         .unwrap();
-    assert_eq!(retrieve(store, 101).3, docs(&[]));
+    assert_eq!(held(&retrieval(store, key(101))), docs(&[]));
 
     let doc_b = located(1, net, "doc-b", day(2024, 5, 1));
     store
@@ -1016,33 +1060,33 @@ pub fn every_write_is_seen_by_the_next_retrieval(store: &dyn Store) {
     store
         .register_locations(network(net), today(), &[doc_c])
         .unwrap();
-    let apart_1 = retrieve(store, 101);
-    let apart_2 = retrieve(store, 102);
-    assert_eq!(apart_2.3, docs(&[("doc-c", day(2024, 6, 1))]));
+    let apart_1 = retrieval(store, key(101));
+    let apart_2 = retrieval(store, key(102));
+    assert_eq!(held(&apart_2), docs(&[("doc-c", day(2024, 6, 1))]));
     let (merge_id, _) = merge(store, 1, 2);
     for insured in [101, 102] {
-        let merged = retrieve(store, insured);
-        assert_eq!(merged.1, vec![key(1), key(2)]);
-        assert_eq!(merged.2, sorted(vec![first.id, second.id]));
+        let merged = retrieval(store, key(insured));
+        assert_eq!(merged.refs, vec![key(1), key(2)]);
+        assert_eq!(merged.consents, sorted(vec![first.id, second.id]));
         assert_eq!(
-            merged.3,
+            held(&merged),
             docs(&[("doc-b", day(2024, 5, 1)), ("doc-c", day(2024, 6, 1))])
         );
     }
     store
         .unmerge_persons(merge_id, &attribution("not the same"))
         .unwrap();
-    assert_eq!(retrieve(store, 101), apart_1);
-    assert_eq!(retrieve(store, 102), apart_2);
+    assert_eq!(retrieval(store, key(101)), apart_1);
+    assert_eq!(retrieval(store, key(102)), apart_2);
 
     let outcome = store
         .revoke_consent(first.id, &revocation(false), today())
         .unwrap();
     assert!(matches!(outcome, RevokeOutcome::Revoked { .. }));
-    let revoked = retrieve(store, 101);
-    assert_eq!(revoked.2, []);
+    let revoked = retrieval(store, key(101));
+    assert_eq!(revoked.consents, []);
     assert_eq!(
-        revoked.3,
+        held(&revoked),
         docs(&[("doc-b", day(2024, 5, 1))]),
         "kept, hidden by the rule"
     );
@@ -1050,14 +1094,14 @@ pub fn every_write_is_seen_by_the_next_retrieval(store: &dyn Store) {
     merge(store, 1, 2);
     let third = participation(net);
     store.record_consents(&[(key(1), third.clone())]).unwrap();
-    let merged = retrieve(store, 102);
-    assert_eq!(merged.2, sorted(vec![second.id, third.id]));
+    let merged = retrieval(store, key(102));
+    assert_eq!(merged.consents, sorted(vec![second.id, third.id]));
     assert_eq!(
-        merged.3,
+        held(&merged),
         docs(&[("doc-b", day(2024, 5, 1)), ("doc-c", day(2024, 6, 1))])
     );
     store
         .revoke_consent(third.id, &revocation(true), today())
         .unwrap();
-    assert_eq!(retrieve(store, 102).3, docs(&[]), "purged");
+    assert_eq!(held(&retrieval(store, key(102))), docs(&[]), "purged");
 }

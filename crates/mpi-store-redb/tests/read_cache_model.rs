@@ -1,7 +1,7 @@
 //! The redb store, read cache and all, against the memory store (which caches nothing): random
 //! sequences of every write a retrieval depends on (qualification entries, consents recorded
 //! and revoked with and without purge, registrations, withdrawals, merges and unmerges), each
-//! followed by the same retrievals from both. A write that left a stale entry in the cache
+//! followed by the same retrievals from both (`mpi_store_conformance::retrieval`). A write that left a stale entry in the cache
 //! shows as a difference at the next retrieval.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,9 +10,8 @@ use mpi_core::consent::{Consent, ConsentGrant, ConsentId, Revocation};
 use mpi_core::ids::{FacilityCode, NetworkId};
 use mpi_core::keys::{DemographicTag, IdentifierKey};
 use mpi_core::location::{Location, LocationId, RecordKind, RecordReference, SubjectLocation};
-use mpi_core::store::{
-    Attribution, ConsentHistory, MergeId, MergeRequest, QualificationEntry, Store, ViewParts,
-};
+use mpi_core::store::{Attribution, MergeId, MergeRequest, QualificationEntry, Store};
+use mpi_store_conformance::retrieval;
 use rand::{Rng, SeedableRng};
 
 const SUBJECTS: u8 = 6;
@@ -40,58 +39,6 @@ fn attribution() -> Attribution {
         at_micros: 1,
         reason: "model".into(),
     }
-}
-
-/// What a retrieval of insured key `insured` reads, without the stores' own person keys: the
-/// entries (start, reference), and for the first entry's person its references, unrevoked
-/// consents and locations, each sorted.
-type Retrieval = (
-    Vec<(NaiveDate, IdentifierKey)>,
-    Vec<IdentifierKey>,
-    Vec<ConsentId>,
-    Vec<(IdentifierKey, String, String, NaiveDate, NaiveDate)>,
-);
-
-fn retrieve(store: &dyn Store, insured: IdentifierKey) -> Retrieval {
-    let reads = store.snapshot().unwrap();
-    let entries = reads
-        .qualifications_by_insured(&[insured])
-        .unwrap()
-        .remove(0);
-    let mut found: Vec<_> = entries
-        .iter()
-        .map(|e| (e.start, e.person_ref_key))
-        .collect();
-    found.sort();
-    let Some(first) = entries.first() else {
-        return (found, Vec::new(), Vec::new(), Vec::new());
-    };
-    let person = reads.persons_of(&[first.person_ref_key]).unwrap()[0].unwrap();
-    let parts = ViewParts {
-        consents: Some(ConsentHistory::Unrevoked),
-        locations: true,
-        links: false,
-    };
-    let view = reads.person_view(person, parts).unwrap();
-    let mut refs = view.refs;
-    refs.sort();
-    let mut consents: Vec<_> = view.consents.iter().map(|c| c.id).collect();
-    consents.sort();
-    let mut locations: Vec<_> = view
-        .locations
-        .iter()
-        .map(|l| {
-            (
-                l.subject,
-                l.location.id.network.to_string(),
-                l.location.id.reference.as_str().to_owned(),
-                l.location.first_service,
-                l.location.last_service,
-            )
-        })
-        .collect();
-    locations.sort();
-    (found, refs, consents, locations)
 }
 
 /// One random write, applied to both stores; their answers must agree.
@@ -219,8 +166,8 @@ fn the_cached_store_answers_every_retrieval_as_the_uncached_one_after_random_wri
             step(&mut rng, stores, &mut consents, &mut merges);
             for insured in 1..=SUBJECTS {
                 assert_eq!(
-                    retrieve(&cached, key(100 + insured)),
-                    retrieve(&model, key(100 + insured)),
+                    retrieval(&cached, key(100 + insured)),
+                    retrieval(&model, key(100 + insured)),
                     "seed {seed}, round {round}, insured {insured}"
                 );
             }
