@@ -402,7 +402,9 @@ fn participation(net: &str) -> Consent {
     }
 }
 
-fn located(subject: u8, net: &str, reference: &str, first: NaiveDate) -> SubjectLocation {
+/// A treatment record of subject `[subject; 32]` held by facility 3410712362 for network `net`,
+/// with one service day, `first`.
+pub fn located(subject: u8, net: &str, reference: &str, first: NaiveDate) -> SubjectLocation {
     SubjectLocation {
         subject: key(subject),
         location: Location {

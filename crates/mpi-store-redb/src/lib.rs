@@ -806,12 +806,7 @@ impl RedbStore {
     /// Opens the database at `path`, creating it (and its tables) if missing, and checks that
     /// its layout version is the one this code knows.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
-    }
-
-    /// [`RedbStore::open_with_cache`] with a read cache of [`DEFAULT_READ_CACHE_BYTES`].
-    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> StoreResult<Self> {
-        Self::open_with_caches(path, cache_bytes, DEFAULT_READ_CACHE_BYTES)
+        Self::open_with_caches(path, DEFAULT_CACHE_BYTES, DEFAULT_READ_CACHE_BYTES)
     }
 
     /// [`RedbStore::open`] with `cache_bytes` of page cache for the main file and the location

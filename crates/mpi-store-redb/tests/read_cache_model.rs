@@ -7,11 +7,10 @@
 
 use chrono::NaiveDate;
 use mpi_core::consent::{Consent, ConsentGrant, ConsentId, Revocation};
-use mpi_core::ids::{FacilityCode, NetworkId};
+use mpi_core::ids::NetworkId;
 use mpi_core::keys::{DemographicTag, IdentifierKey};
-use mpi_core::location::{Location, LocationId, RecordKind, RecordReference, SubjectLocation};
 use mpi_core::store::{Attribution, MergeId, MergeRequest, QualificationEntry, Store};
-use mpi_store_conformance::retrieval;
+use mpi_store_conformance::{located, retrieval};
 use rand::{Rng, SeedableRng};
 
 const SUBJECTS: u8 = 6;
@@ -99,24 +98,9 @@ fn step(
         }
         4..=6 => {
             let first = rng.random_range(0..200);
-            let location = SubjectLocation {
-                subject: key(subject),
-                location: Location {
-                    id: LocationId {
-                        network: network(net),
-                        facility: FacilityCode::parse("3410712362").unwrap(),
-                        kind: RecordKind::Treatment,
-                        reference: RecordReference::parse(&format!(
-                            "doc-{}",
-                            rng.random_range(0..8)
-                        ))
-                        .unwrap(),
-                    },
-                    first_service: day(first),
-                    last_service: day(first + rng.random_range(0..30)),
-                    registered_at_micros: 3,
-                },
-            };
+            let doc = format!("doc-{}", rng.random_range(0..8));
+            let mut location = located(subject, NETWORKS[net], &doc, day(first));
+            location.location.last_service = day(first + rng.random_range(0..30));
             let [a, b] = stores.map(|s| {
                 s.register_locations(network(net), today(), std::slice::from_ref(&location))
                     .unwrap()
@@ -124,13 +108,8 @@ fn step(
             assert_eq!(a, b);
         }
         7 => {
-            let id = LocationId {
-                network: network(net),
-                facility: FacilityCode::parse("3410712362").unwrap(),
-                kind: RecordKind::Treatment,
-                reference: RecordReference::parse(&format!("doc-{}", rng.random_range(0..8)))
-                    .unwrap(),
-            };
+            let doc = format!("doc-{}", rng.random_range(0..8));
+            let id = located(subject, NETWORKS[net], &doc, day(0)).location.id;
             let [a, b] = stores.map(|s| s.withdraw_locations(std::slice::from_ref(&id)).unwrap());
             assert_eq!(a, b);
         }
