@@ -24,6 +24,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,8 +40,11 @@ use crate::{AUDIT, AUDIT_HEAD, disclosure_index, engine, key32};
 /// A segment's size. Segments are written full of zeros before use, so that a sync of an
 /// append changes no file metadata (no journal commit): the file system only flushes data.
 const SEGMENT_BYTES: u64 = 32 << 20;
-/// The name of the next segment, zero-filled ahead of time by the folder.
+/// The name of the next segment, zero-filled ahead of time by the spare filler.
 const SPARE: &str = "spare.tmp";
+/// The name of a segment the writer fills itself, when it needs one and no spare is ready
+/// (and of the first segment at open): never the spare filler's file.
+const URGENT: &str = "urgent.tmp";
 /// The folder folds at least this often.
 const FOLD_EVERY: Duration = Duration::from_millis(100);
 /// Pending events at which the writer wakes the folder early.
@@ -81,9 +86,17 @@ struct Writer {
 struct Shared {
     dir: PathBuf,
     audit_db: Arc<Database>,
+    /// A segment's size: [`SEGMENT_BYTES`] but in tests.
+    segment_bytes: u64,
     writer: Mutex<Writer>,
-    /// A zero-filled file ready to become the next segment.
+    /// A zero-filled file at [`SPARE`] ready to become the next segment. The filler holds the
+    /// lock only to look and to publish, never while it fills; a writer holds it from taking
+    /// the spare until the file is renamed away from [`SPARE`], so that a new fill cannot
+    /// begin under that name before.
     spare: Mutex<Option<File>>,
+    /// Segments the writer had to fill itself (no spare was ready).
+    #[cfg(test)]
+    urgent_fills: AtomicU64,
     /// Appended, not yet folded, in sequence order.
     pending: Mutex<Vec<Staged>>,
     /// Held while folding, so folds happen one at a time and in order.
@@ -92,12 +105,16 @@ struct Shared {
     /// Tests stop folding to leave events only in the log, as a crash would.
     #[cfg(test)]
     paused: AtomicBool,
+    /// Tests stop the spare filler to make the writer fill its own segments.
+    #[cfg(test)]
+    no_spares: AtomicBool,
 }
 
-/// The log and its folder thread.
+/// The log, its folder thread and its spare filler thread.
 pub(crate) struct AuditWal {
     shared: Arc<Shared>,
     folder: Option<std::thread::JoinHandle<()>>,
+    filler: Option<std::thread::JoinHandle<()>>,
 }
 
 fn io(what: &str, path: &Path, error: std::io::Error) -> StoreError {
@@ -122,51 +139,68 @@ fn sync_dir(dir: &Path) -> StoreResult<()> {
         .map_err(|e| io("cannot sync", dir, e))
 }
 
-/// How much of a spare segment the folder writes before syncing it, when it fills one ahead
-/// of time: a sync waits for every write queued on the disk, so an appender's `fdatasync`
-/// that comes while the spare is being filled waits for at most this much zeros, not for the
-/// whole segment (docs/benchmarks.md: 10–20 ms stalls after each new segment before).
+/// How much of a spare segment the filler writes before syncing it: a sync waits for every
+/// write queued on the disk, so an appender's `fdatasync` that comes while the spare is being
+/// filled waits for at most this much zeros, not for the whole segment (docs/benchmarks.md:
+/// 10–20 ms stalls after each new segment before).
 const PACED_FILL_BYTES: u64 = 256 << 10;
 
-/// Creates `path` holding [`SEGMENT_BYTES`] zeros, durably. `paced` syncs after every
-/// [`PACED_FILL_BYTES`] (off the appending path); unpaced is faster in all.
-fn zero_filled(path: &Path, paced: bool) -> StoreResult<File> {
+/// The spare filler's nice value. A fill costs 15–20 ms of CPU per 32 MiB segment on the
+/// reference machine (page cache pages allocated and zeroed); at the default priority it took
+/// an equal share of the one core from request handling in those bursts, and calls queued
+/// (docs/benchmarks.md, "The spare segment's fill"). It shares no lock with a request but for
+/// a moment at publication, and the writer fills a segment itself if no spare is ready.
+const FILLER_NICE: i32 = 19;
+
+/// Creates `path` holding `bytes` zeros, durably. Paced (`Some(stop)`), it syncs after every
+/// [`PACED_FILL_BYTES`] (off the appending path) and gives up, returning `None`, once `stop`
+/// is set; unpaced is faster in all and always finishes.
+fn zero_filled(path: &Path, bytes: u64, paced: Option<&AtomicBool>) -> StoreResult<Option<File>> {
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .open(path)
         .map_err(|e| io("cannot create", path, e))?;
-    let zeros = vec![0u8; PACED_FILL_BYTES as usize];
-    let mut left = SEGMENT_BYTES;
+    let zeros = vec![0u8; PACED_FILL_BYTES.min(bytes) as usize];
+    let mut left = bytes;
     while left > 0 {
+        if paced.is_some_and(|stop| stop.load(Ordering::Acquire)) {
+            return Ok(None);
+        }
         let n = left.min(zeros.len() as u64) as usize;
         file.write_all(&zeros[..n])
             .map_err(|e| io("cannot fill", path, e))?;
         left -= n as u64;
-        if paced {
+        if paced.is_some() {
             file.sync_data().map_err(|e| io("cannot sync", path, e))?;
         }
     }
     file.sync_all().map_err(|e| io("cannot sync", path, e))?;
-    Ok(file)
+    Ok(Some(file))
 }
 
-/// Makes the spare (or, if none is ready, a new zero-filled file) segment `number`, whose first
-/// event will be `first`.
+/// Makes the spare (or, if none is ready, a new zero-filled file of `bytes`) segment `number`,
+/// whose first event will be `first`.
 fn new_segment(
     dir: &Path,
     spare: Option<File>,
+    bytes: u64,
     number: u64,
     first: u64,
 ) -> StoreResult<(File, Segment)> {
     let path = segment_path(dir, number);
-    let spare_path = dir.join(SPARE);
-    let file = match spare {
-        Some(file) => file,
-        None => zero_filled(&spare_path, false)?,
+    let (file, from) = match spare {
+        Some(file) => (file, dir.join(SPARE)),
+        None => {
+            let from = dir.join(URGENT);
+            let file = zero_filled(&from, bytes, None)?.ok_or_else(|| {
+                StoreError::Engine(format!("cannot fill {}: stopped", from.display()))
+            })?;
+            (file, from)
+        }
     };
-    std::fs::rename(&spare_path, &path).map_err(|e| io("cannot rename", &spare_path, e))?;
+    std::fs::rename(&from, &path).map_err(|e| io("cannot rename", &from, e))?;
     // The new name must be durable before anything acknowledged depends on it.
     sync_dir(dir)?;
     Ok((file, Segment { first, path }))
@@ -353,8 +387,13 @@ fn recover(dir: &Path, head: ChainHead) -> StoreResult<(Vec<Staged>, Vec<PathBuf
 
 impl AuditWal {
     /// Opens the log in `dir` (creating it), folds whatever a previous run left in it into
-    /// `audit_db`, and starts the folder.
+    /// `audit_db`, and starts the folder and the spare filler.
     pub(crate) fn open(dir: &Path, audit_db: Arc<Database>) -> StoreResult<Self> {
+        Self::open_sized(dir, audit_db, SEGMENT_BYTES)
+    }
+
+    /// [`AuditWal::open`] with segments of `segment_bytes` (tests roll over small ones).
+    fn open_sized(dir: &Path, audit_db: Arc<Database>, segment_bytes: u64) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let stored = redb_head(&audit_db)?;
         let (recovered, old, torn) = recover(dir, stored)?;
@@ -378,10 +417,12 @@ impl AuditWal {
                 std::fs::remove_file(path).map_err(|e| io("cannot remove", path, e))?;
             }
         }
-        let (file, segment) = new_segment(dir, None, next_number, head.sequence + 1)?;
+        let (file, segment) =
+            new_segment(dir, None, segment_bytes, next_number, head.sequence + 1)?;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             audit_db,
+            segment_bytes,
             writer: Mutex::new(Writer {
                 file,
                 offset: 0,
@@ -391,11 +432,15 @@ impl AuditWal {
                 failed: false,
             }),
             spare: Mutex::new(None),
+            #[cfg(test)]
+            urgent_fills: AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
             folding: Mutex::new(()),
             stop: AtomicBool::new(false),
             #[cfg(test)]
             paused: AtomicBool::new(false),
+            #[cfg(test)]
+            no_spares: AtomicBool::new(false),
         });
         let folder = {
             let shared = shared.clone();
@@ -407,16 +452,32 @@ impl AuditWal {
                         if let Err(error) = shared.fold() {
                             tracing::error!(error = %error, "folding the audit log failed");
                         }
-                        if let Err(error) = shared.prepare_spare() {
-                            tracing::error!(error = %error, "preparing an audit log segment failed");
-                        }
                     }
                 })
                 .map_err(|e| StoreError::Engine(format!("cannot start the audit folder: {e}")))?
         };
+        let filler = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("audit-spare".into())
+                .spawn(move || {
+                    crate::yield_to_requests("audit log's spare filler", FILLER_NICE);
+                    while !shared.stop.load(Ordering::Acquire) {
+                        if let Err(error) = shared.prepare_spare() {
+                            tracing::error!(error = %error, "preparing an audit log segment failed");
+                        }
+                        // A writer that takes the spare wakes the filler at once.
+                        std::thread::park_timeout(FOLD_EVERY);
+                    }
+                })
+                .map_err(|e| {
+                    StoreError::Engine(format!("cannot start the audit log's spare filler: {e}"))
+                })?
+        };
         Ok(Self {
             shared,
             folder: Some(folder),
+            filler: Some(filler),
         })
     }
 
@@ -457,14 +518,28 @@ impl AuditWal {
         if frames.is_empty() {
             return Ok(head);
         }
-        if writer.offset > 0 && writer.offset + frames.len() as u64 > SEGMENT_BYTES {
-            let spare = lock(&self.shared.spare).take();
+        if writer.offset > 0 && writer.offset + frames.len() as u64 > self.shared.segment_bytes {
+            // Held until the spare is renamed away from its name (see `Shared::spare`).
+            let mut spare = lock(&self.shared.spare);
+            let ready = spare.take();
+            if ready.is_none() {
+                #[cfg(test)]
+                self.shared.urgent_fills.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "no spare audit log segment was ready: this append fills one itself"
+                );
+            }
             let (file, segment) = new_segment(
                 &self.shared.dir,
-                spare,
+                ready,
+                self.shared.segment_bytes,
                 writer.next_number,
                 writer.head.sequence + 1,
             )?;
+            drop(spare);
+            if let Some(filler) = &self.filler {
+                filler.thread().unpark();
+            }
             writer.file = file;
             writer.offset = 0;
             writer.next_number += 1;
@@ -511,14 +586,27 @@ impl AuditWal {
 }
 
 impl Shared {
-    /// Zero-fills the next segment ahead of time, off the appending path.
+    /// Zero-fills the next segment ahead of time, off the appending path, unless one is ready.
     fn prepare_spare(&self) -> StoreResult<()> {
-        // Held while filling: a writer that needs the spare meanwhile waits for it rather than
-        // filling the same file.
-        let mut spare = lock(&self.spare);
-        if spare.is_none() {
-            *spare = Some(zero_filled(&self.dir.join(SPARE), true)?);
+        #[cfg(test)]
+        if self.no_spares.load(Ordering::Acquire) {
+            return Ok(());
         }
+        if lock(&self.spare).is_some() {
+            return Ok(());
+        }
+        // Filled without the lock: a writer that needs a segment meanwhile fills its own under
+        // another name. Only this thread makes spares, so nothing else writes `SPARE` now.
+        let started = std::time::Instant::now();
+        let Some(file) = zero_filled(&self.dir.join(SPARE), self.segment_bytes, Some(&self.stop))?
+        else {
+            return Ok(());
+        };
+        *lock(&self.spare) = Some(file);
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "audit log spare segment ready"
+        );
         Ok(())
     }
 
@@ -565,9 +653,12 @@ impl Shared {
 impl Drop for AuditWal {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        if let Some(folder) = self.folder.take() {
-            folder.thread().unpark();
-            let _ = folder.join();
+        for thread in [self.folder.take(), self.filler.take()]
+            .into_iter()
+            .flatten()
+        {
+            thread.thread().unpark();
+            let _ = thread.join();
         }
         if let Err(error) = self.shared.fold() {
             tracing::error!(error = %error, "folding the audit log at close failed; the next open folds it");
@@ -697,6 +788,98 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(wal.head(), head);
+    }
+
+    /// Segments of this size roll over every few groups of [`append_groups`].
+    const SMALL_SEGMENT: u64 = 8 << 10;
+
+    fn spare_ready(wal: &AuditWal) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if lock(&wal.shared.spare).is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Appends `groups` groups of `size` in a run whose folder is paused, each group after
+    /// `before_each`; returns the head and the number of segments written.
+    fn run_over_small_segments(
+        f: &Fixture,
+        groups: u64,
+        size: u64,
+        before_each: impl Fn(&AuditWal),
+    ) -> (ChainHead, usize, u64) {
+        let wal = AuditWal::open_sized(&f.wal_dir, f.db.clone(), SMALL_SEGMENT).unwrap();
+        wal.shared.paused.store(true, Ordering::Release);
+        let mut head = wal.head();
+        for _ in 0..groups {
+            before_each(&wal);
+            head = append_groups(&wal, head, 1, size);
+        }
+        let segments = lock(&wal.shared.writer).segments.len();
+        let urgent = wal.shared.urgent_fills.load(Ordering::Relaxed);
+        drop(wal);
+        (head, segments, urgent)
+    }
+
+    #[test]
+    fn segments_roll_over_onto_spares_filled_ahead_and_every_event_is_recovered() {
+        let f = fixture();
+        let (head, segments, urgent) = run_over_small_segments(&f, 12, 20, |wal| {
+            assert!(spare_ready(wal), "the filler makes a spare within 10 s");
+        });
+        assert!(segments >= 4, "{segments} segments");
+        assert_eq!(urgent, 0, "every roll took the spare");
+        let names = files_in(&f.wal_dir);
+        assert!(!names.iter().any(|n| n == URGENT), "{names:?}");
+        // Nothing was folded: a reopen reads every segment back, in order.
+        let wal = AuditWal::open(&f.wal_dir, f.db.clone()).unwrap();
+        assert_eq!(wal.head(), head);
+        let rows = stored_rows(&f.db);
+        assert_eq!(rows.len(), 240);
+        assert_eq!(continue_chain(ChainHead::EMPTY, &rows).unwrap(), head);
+    }
+
+    #[test]
+    fn a_roll_with_no_spare_ready_fills_its_own_segment_and_leaves_the_spare_alone() {
+        let f = fixture();
+        let marker = b"a spare being filled";
+        let once = std::sync::Once::new();
+        let (head, segments, urgent) = run_over_small_segments(&f, 12, 20, |wal| {
+            // No spare ready, ever: the filler is stopped, and the file under the spare's name
+            // is one it is still filling, which an append must not take or cut.
+            once.call_once(|| {
+                wal.shared.no_spares.store(true, Ordering::Release);
+                lock(&wal.shared.spare).take();
+                std::fs::write(wal.shared.dir.join(SPARE), marker).unwrap();
+            });
+        });
+        assert!(segments >= 4, "{segments} segments");
+        assert_eq!(
+            urgent,
+            segments as u64 - 1,
+            "each roll filled its own segment"
+        );
+        let names = files_in(&f.wal_dir);
+        assert!(!names.iter().any(|n| n == URGENT), "{names:?}");
+        assert_eq!(std::fs::read(f.wal_dir.join(SPARE)).unwrap(), marker);
+        let wal = AuditWal::open(&f.wal_dir, f.db.clone()).unwrap();
+        assert_eq!(wal.head(), head);
+        let rows = stored_rows(&f.db);
+        assert_eq!(rows.len(), 240);
+        assert_eq!(continue_chain(ChainHead::EMPTY, &rows).unwrap(), head);
     }
 
     #[test]

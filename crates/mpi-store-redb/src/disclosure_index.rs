@@ -38,29 +38,14 @@ const FOLD_ROWS: usize = 500_000;
 const FOLD_EVERY: Duration = Duration::from_secs(30);
 /// The folder's nice value: its work (a second or so of CPU per fold at full load) is never on
 /// a request's path and shares no lock with one, so it yields the core to request handling
-/// instead of taking an equal share of it while requests queue (docs/benchmarks.md).
-const FOLDER_NICE: i32 = 19;
-
-/// Gives the calling thread [`FOLDER_NICE`] and the idle I/O class (on Linux, where both are
-/// per thread). The idle class keeps a fold's writes (tens of megabytes of random pages, then
-/// their sync) out of the way of the audit log's appends on the same disk: every audited call
-/// waits for an append's `fdatasync`, and a sync queued behind a fold waited for all of it
-/// (p99 at half the maximum 50-200 ms with the fold in the window, 8-15 ms in the idle class;
+/// instead of taking an equal share of it while requests queue (docs/benchmarks.md). Its idle
+/// I/O class keeps a fold's writes (tens of megabytes of random pages, then their sync) out of
+/// the way of the audit log's appends on the same disk: every audited call waits for an
+/// append's `fdatasync`, and a sync queued behind a fold waited for all of it (p99 at half the
+/// maximum 50-200 ms with the fold in the window, 8-15 ms in the idle class;
 /// docs/benchmarks.md). A fold then takes longer while the disk is busy; nothing waits for it
 /// (queries read the rows not yet folded).
-fn yield_to_requests() {
-    #[cfg(target_os = "linux")]
-    {
-        if let Err(error) =
-            rustix::process::setpriority_process(Some(rustix::thread::gettid()), FOLDER_NICE)
-        {
-            tracing::warn!(error = %error, "cannot lower the disclosure index folder's priority");
-        }
-        if let Err(error) = mpi_os::idle_io_for_this_thread() {
-            tracing::warn!(error = %error, "cannot lower the disclosure index folder's I/O class");
-        }
-    }
-}
+const FOLDER_NICE: i32 = 19;
 
 fn index_key(subject: &IdentifierKey, sequence: u64) -> [u8; 40] {
     let mut key = [0u8; 40];
@@ -111,7 +96,7 @@ impl DisclosureIndex {
             std::thread::Builder::new()
                 .name("audit-index".into())
                 .spawn(move || {
-                    yield_to_requests();
+                    crate::yield_to_requests("disclosure index folder", FOLDER_NICE);
                     while !stop.load(Ordering::Acquire) {
                         match fold(&db, &audit_db) {
                             // More may be waiting: go on at once.

@@ -753,6 +753,26 @@ fn add_persons(txn: &redb::WriteTransaction, references: &[IdentifierKey]) -> St
     Ok(())
 }
 
+/// Gives the calling background thread (`what`, for the log) the nice value `nice` and the idle
+/// I/O class, on Linux, where both are per thread: for work that is never on a request's path,
+/// so that it yields the one core and the disk to request handling instead of taking an equal
+/// share of them while requests queue (docs/benchmarks.md). Failing that, it warns and goes on.
+fn yield_to_requests(what: &str, nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        if let Err(error) =
+            rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)
+        {
+            tracing::warn!(error = %error, "cannot lower the {what}'s priority");
+        }
+        if let Err(error) = mpi_os::idle_io_for_this_thread() {
+            tracing::warn!(error = %error, "cannot lower the {what}'s I/O class");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (what, nice);
+}
+
 fn engine(error: impl Into<redb::Error>) -> StoreError {
     StoreError::Engine(error.into().to_string())
 }
@@ -2985,8 +3005,8 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn the_disclosure_index_folder_runs_at_the_lowest_priorities_and_the_audit_log_folder_does_not()
-    {
+    fn the_disclosure_index_folder_and_the_spare_filler_run_at_the_lowest_priorities_and_the_audit_log_folder_does_not()
+     {
         use mpi_os::{IoClass, io_class_of};
         let dir = tempfile::tempdir().unwrap();
         let _store = RedbStore::open(&dir.path().join("mpi.redb")).unwrap();
@@ -3012,6 +3032,8 @@ mod tests {
         };
         let (lowered, index) = settled("audit-index", 19, true);
         assert!(lowered, "{index:?}");
+        let (lowered, spare) = settled("audit-spare", 19, true);
+        assert!(lowered, "{spare:?}");
         // The audit log's folder shares locks with the request path: it keeps its priorities.
         let (kept, log) = settled("audit-fold", 0, false);
         assert!(kept, "{log:?}");
