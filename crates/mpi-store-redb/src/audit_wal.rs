@@ -81,6 +81,8 @@ struct Writer {
     head: ChainHead,
     /// A write or sync failed: nothing more is appended until a restart recovers the log.
     failed: bool,
+    /// The frames of the append being written: kept between appends for its capacity.
+    frames: Vec<u8>,
 }
 
 struct Shared {
@@ -99,8 +101,11 @@ struct Shared {
     urgent_fills: AtomicU64,
     /// Appended, not yet folded, in sequence order.
     pending: Mutex<Vec<Staged>>,
-    /// Held while folding, so folds happen one at a time and in order.
-    folding: Mutex<()>,
+    /// Held while folding, so folds happen one at a time and in order. It keeps the buffer of
+    /// the last fold, emptied, to become `pending` at the next: the writer then appends into
+    /// capacity it has had before instead of growing a fresh buffer every fold, whose new
+    /// pages the kernel zeroes (docs/benchmarks.md, "The audit writer's allocations").
+    folding: Mutex<Vec<Staged>>,
     stop: AtomicBool,
     /// Tests stop folding to leave events only in the log, as a crash would.
     #[cfg(test)]
@@ -430,12 +435,13 @@ impl AuditWal {
                 segments: vec![segment],
                 head,
                 failed: false,
+                frames: Vec::new(),
             }),
             spare: Mutex::new(None),
             #[cfg(test)]
             urgent_fills: AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
-            folding: Mutex::new(()),
+            folding: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             #[cfg(test)]
             paused: AtomicBool::new(false),
@@ -500,7 +506,8 @@ impl AuditWal {
         }
         let head = continue_chain(writer.head, rows)?;
         let mut staged = Vec::with_capacity(rows.len());
-        let mut frames = Vec::with_capacity(rows.len() * 320);
+        let mut frames = std::mem::take(&mut writer.frames);
+        frames.clear();
         for row in rows {
             let subjects = by_sequence.remove(&row.sequence).unwrap_or_default();
             if subjects.len() > usize::from(u16::MAX) {
@@ -561,6 +568,7 @@ impl AuditWal {
             return Err(io("cannot append to", &path.unwrap_or_default(), error));
         }
         writer.offset += frames.len() as u64;
+        writer.frames = frames;
         writer.head = head;
         let wake = {
             let mut pending = lock(&self.shared.pending);
@@ -615,8 +623,14 @@ impl Shared {
         if self.paused.load(Ordering::Acquire) {
             return Ok(());
         }
-        let _folding = lock(&self.folding);
-        let staged = std::mem::take(&mut *lock(&self.pending));
+        let mut emptied_buffer = lock(&self.folding);
+        let mut staged = {
+            let mut pending = lock(&self.pending);
+            if pending.is_empty() {
+                return Ok(());
+            }
+            std::mem::replace(&mut *pending, std::mem::take(&mut *emptied_buffer))
+        };
         let Some(last) = staged.last().map(|s| s.row.sequence) else {
             return Ok(());
         };
@@ -627,6 +641,8 @@ impl Shared {
             pending.extend(newer);
             return Err(error);
         }
+        staged.clear();
+        *emptied_buffer = staged;
         // Segments wholly at or below `last` are in audit.redb now; never the current one.
         let emptied: Vec<PathBuf> = {
             let mut writer = lock(&self.writer);
