@@ -707,20 +707,42 @@ fn find_row(
     }
 }
 
-/// A call slower than this counts as slow in [`report_slow_windows`].
+/// A call slower than this counts as slow in [`slow_windows_line`].
 const SLOW_MICROS: u64 = 10_000;
 
-/// Prints (to standard error) when the slow calls were sent: per 100 ms window of the run, how
-/// many took over [`SLOW_MICROS`] and the slowest, the ten worst windows in time order. A tail
-/// that comes in bursts points at a stall; one spread evenly, at a cost per call.
-fn report_slow_windows(
+/// A window in which the client's thread waited at least this long for its core is named by
+/// [`slow_windows_line`].
+const CLIENT_WAIT_MICROS: u64 = 2_000;
+
+/// How long a thread has waited for a core, in microseconds, from the text of its
+/// `/proc/.../schedstat` (time on the CPU, time waiting on a run queue, both in nanoseconds,
+/// then the number of time slices).
+fn run_delay_micros(schedstat: &str) -> Option<u64> {
+    let nanos: u64 = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(nanos / 1000)
+}
+
+/// [`run_delay_micros`] of the calling thread; `None` where the kernel does not say.
+fn own_run_delay_micros() -> Option<u64> {
+    run_delay_micros(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
+}
+
+/// When the slow calls were sent: per 100 ms window of the run, how many took over
+/// [`SLOW_MICROS`] and the slowest, the ten worst windows in time order; `None` if none was
+/// slow. A tail that comes in bursts points at a stall; one spread evenly, at a cost per call.
+/// `waits` holds, per window, how long the client's own thread waited for its core (another
+/// process ran there): calls due then were sent late, a stall of the machine and not of the
+/// server. The line names those of at least [`CLIENT_WAIT_MICROS`], among the worst windows
+/// and in all.
+fn slow_windows_line(
     label: &str,
     began: chrono::DateTime<chrono::Utc>,
     slow: &std::collections::BTreeMap<u64, (u32, u64)>,
-) {
+    waits: &std::collections::BTreeMap<u64, u64>,
+) -> Option<String> {
     let total: u32 = slow.values().map(|(calls, _)| calls).sum();
     if total == 0 {
-        return;
+        return None;
     }
     let mut worst: Vec<_> = slow.iter().collect();
     worst.sort_by_key(|(_, (calls, _))| std::cmp::Reverse(*calls));
@@ -729,20 +751,34 @@ fn report_slow_windows(
     let windows: Vec<String> = worst
         .iter()
         .map(|(window, (calls, max))| {
+            let waited = waits.get(window).copied().unwrap_or(0);
+            let client = if waited >= CLIENT_WAIT_MICROS {
+                format!(", client off its core {:.1} ms", waited as f64 / 1000.0)
+            } else {
+                String::new()
+            };
             format!(
-                "{:.1} s: {calls} (max {:.1} ms)",
+                "{:.1} s: {calls} (max {:.1} ms{client})",
                 **window as f64 / 10.0,
                 *max as f64 / 1000.0
             )
         })
         .collect();
-    eprintln!(
-        "{label} (from {}): {total} calls over {} ms in {} windows of 100 ms; the worst: {}",
+    let off: Vec<&u64> = waits
+        .values()
+        .filter(|&&waited| waited >= CLIENT_WAIT_MICROS)
+        .collect();
+    Some(format!(
+        "{label} (from {}): {total} calls over {} ms in {} windows of 100 ms; the worst: {}; \
+         the client's thread waited for its core {:.1} ms or more in {} windows ({:.1} ms in all)",
         began.format("%H:%M:%S%.3f"),
         SLOW_MICROS / 1000,
         slow.len(),
-        windows.join(", ")
-    );
+        windows.join(", "),
+        CLIENT_WAIT_MICROS as f64 / 1000.0,
+        off.len(),
+        off.into_iter().sum::<u64>() as f64 / 1000.0,
+    ))
 }
 
 /// FindLocations as in [`find`], but open loop: `rate` calls per second, each sent on its own
@@ -750,7 +786,7 @@ fn report_slow_windows(
 /// for `duration`. A call that would make more than 2,048 wait is not sent, and counted: the second
 /// value returned, which is 0 at a rate the service sustains (the row's latencies are then
 /// those of the calls sent only). Any error fails the run. When the slow calls were sent is
-/// printed by [`report_slow_windows`].
+/// printed from [`slow_windows_line`].
 pub async fn paced_find(
     server: &Target,
     population: &Population,
@@ -771,8 +807,19 @@ pub async fn paced_find(
     let (mut sent, mut refused) = (0u64, 0u64);
     let (started, began) = (Instant::now(), chrono::Utc::now());
     let mut pacer = crate::pace::Pacer::new(started, rate)?;
+    // Per 100 ms window, how long this (the client's) thread waited for its core.
+    let mut waits = std::collections::BTreeMap::<u64, u64>::new();
+    let (mut window, mut delay_before) = (0u64, own_run_delay_micros());
     while pacer.peek() < started + duration {
         let scheduled = pacer.next().await;
+        let due_window = scheduled.duration_since(started).as_millis() as u64 / 100;
+        if due_window != window {
+            let delay = own_run_delay_micros();
+            if let (Some(before), Some(now)) = (delay_before, delay) {
+                waits.insert(window, now.saturating_sub(before));
+            }
+            (window, delay_before) = (due_window, delay);
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused += 1;
             continue;
@@ -807,7 +854,9 @@ pub async fn paced_find(
             Err(_) => failed += 1,
         }
     }
-    report_slow_windows(label, began, &slow);
+    if let Some(line) = slow_windows_line(label, began, &slow, &waits) {
+        eprintln!("{line}");
+    }
     anyhow::ensure!(
         failed == 0,
         "{label}: {failed} calls failed at {rate:.0}/s ({refused} not sent, 2,048 waiting)"
@@ -823,4 +872,41 @@ pub async fn paced_find(
         format!("open loop at {rate:.0}/s, {connections} connections"),
     );
     Ok((row, refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_run_delay_is_the_second_field_of_schedstat_in_microseconds() {
+        assert_eq!(run_delay_micros("350594 2500000 17\n"), Some(2500));
+        assert_eq!(run_delay_micros("350594"), None);
+        assert_eq!(run_delay_micros("350594 x 1"), None);
+        #[cfg(target_os = "linux")]
+        assert!(own_run_delay_micros().is_some());
+    }
+
+    #[test]
+    fn slow_windows_name_the_client_waiting_for_its_core() {
+        let began = chrono::DateTime::parse_from_rfc3339("2026-12-05T07:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            slow_windows_line("loop", began, &BTreeMap::new(), &BTreeMap::new()),
+            None
+        );
+        // Window 12 (1.2 s): 40 slow calls while the client was off its core for 9.5 ms;
+        // window 30: 3 slow calls, the client waited 1 ms (under the threshold).
+        let slow = BTreeMap::from([(12, (40, 19_400)), (30, (3, 10_500))]);
+        let waits = BTreeMap::from([(5, 2_500), (12, 9_500), (30, 1_000)]);
+        let line = slow_windows_line("loop", began, &slow, &waits).unwrap();
+        assert_eq!(
+            line,
+            "loop (from 07:00:00.000): 43 calls over 10 ms in 2 windows of 100 ms; the worst: \
+             1.2 s: 40 (max 19.4 ms, client off its core 9.5 ms), 3.0 s: 3 (max 10.5 ms); \
+             the client's thread waited for its core 2.0 ms or more in 2 windows (12.0 ms in all)"
+        );
+    }
 }
