@@ -104,15 +104,13 @@ struct Shared {
     /// Held while folding, so folds happen one at a time and in order. It keeps the buffer of
     /// the last fold, emptied, to become `pending` at the next: the writer then appends into
     /// capacity it has had before instead of growing a fresh buffer every fold, whose new
-    /// pages the kernel zeroes (docs/benchmarks.md, "The audit writer's allocations").
+    /// pages the kernel zeroes (docs/benchmarks.md, "Stalls on the server's core, and on the
+    /// client's").
     folding: Mutex<Vec<Staged>>,
     stop: AtomicBool,
     /// Tests stop folding to leave events only in the log, as a crash would.
     #[cfg(test)]
     paused: AtomicBool,
-    /// Tests stop the spare filler to make the writer fill its own segments.
-    #[cfg(test)]
-    no_spares: AtomicBool,
 }
 
 /// The log, its folder thread and its spare filler thread.
@@ -153,8 +151,9 @@ const PACED_FILL_BYTES: u64 = 256 << 10;
 /// The spare filler's nice value. A fill costs 15–20 ms of CPU per 32 MiB segment on the
 /// reference machine (page cache pages allocated and zeroed); at the default priority it took
 /// an equal share of the one core from request handling in those bursts, and calls queued
-/// (docs/benchmarks.md, "The spare segment's fill"). It shares no lock with a request but for
-/// a moment at publication, and the writer fills a segment itself if no spare is ready.
+/// (docs/benchmarks.md, "Stalls on the server's core, and on the client's"). It shares no
+/// lock with a request but for a moment at publication, and the writer fills a segment itself
+/// if no spare is ready.
 const FILLER_NICE: i32 = 19;
 
 /// Creates `path` holding `bytes` zeros, durably. Paced (`Some(stop)`), it syncs after every
@@ -394,11 +393,17 @@ impl AuditWal {
     /// Opens the log in `dir` (creating it), folds whatever a previous run left in it into
     /// `audit_db`, and starts the folder and the spare filler.
     pub(crate) fn open(dir: &Path, audit_db: Arc<Database>) -> StoreResult<Self> {
-        Self::open_sized(dir, audit_db, SEGMENT_BYTES)
+        Self::open_sized(dir, audit_db, SEGMENT_BYTES, true)
     }
 
-    /// [`AuditWal::open`] with segments of `segment_bytes` (tests roll over small ones).
-    fn open_sized(dir: &Path, audit_db: Arc<Database>, segment_bytes: u64) -> StoreResult<Self> {
+    /// [`AuditWal::open`] with segments of `segment_bytes`, and without a spare filler unless
+    /// `spares` (tests roll over small segments, with spares and without).
+    fn open_sized(
+        dir: &Path,
+        audit_db: Arc<Database>,
+        segment_bytes: u64,
+        spares: bool,
+    ) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let stored = redb_head(&audit_db)?;
         let (recovered, old, torn) = recover(dir, stored)?;
@@ -445,8 +450,6 @@ impl AuditWal {
             stop: AtomicBool::new(false),
             #[cfg(test)]
             paused: AtomicBool::new(false),
-            #[cfg(test)]
-            no_spares: AtomicBool::new(false),
         });
         let folder = {
             let shared = shared.clone();
@@ -462,9 +465,11 @@ impl AuditWal {
                 })
                 .map_err(|e| StoreError::Engine(format!("cannot start the audit folder: {e}")))?
         };
-        let filler = {
+        let filler = if !spares {
+            None
+        } else {
             let shared = shared.clone();
-            std::thread::Builder::new()
+            let filler = std::thread::Builder::new()
                 .name("audit-spare".into())
                 .spawn(move || {
                     crate::yield_to_requests("audit log's spare filler", FILLER_NICE);
@@ -478,12 +483,13 @@ impl AuditWal {
                 })
                 .map_err(|e| {
                     StoreError::Engine(format!("cannot start the audit log's spare filler: {e}"))
-                })?
+                })?;
+            Some(filler)
         };
         Ok(Self {
             shared,
             folder: Some(folder),
-            filler: Some(filler),
+            filler,
         })
     }
 
@@ -596,10 +602,6 @@ impl AuditWal {
 impl Shared {
     /// Zero-fills the next segment ahead of time, off the appending path, unless one is ready.
     fn prepare_spare(&self) -> StoreResult<()> {
-        #[cfg(test)]
-        if self.no_spares.load(Ordering::Acquire) {
-            return Ok(());
-        }
         if lock(&self.spare).is_some() {
             return Ok(());
         }
@@ -829,15 +831,17 @@ mod tests {
         names
     }
 
-    /// Appends `groups` groups of `size` in a run whose folder is paused, each group after
-    /// `before_each`; returns the head and the number of segments written.
+    /// Appends `groups` groups of `size` in a run whose folder is paused, with a spare filler
+    /// if `spares`, each group after `before_each`; returns the head, the number of segments
+    /// written and how many of them the writer filled itself.
     fn run_over_small_segments(
         f: &Fixture,
+        spares: bool,
         groups: u64,
         size: u64,
         before_each: impl Fn(&AuditWal),
     ) -> (ChainHead, usize, u64) {
-        let wal = AuditWal::open_sized(&f.wal_dir, f.db.clone(), SMALL_SEGMENT).unwrap();
+        let wal = AuditWal::open_sized(&f.wal_dir, f.db.clone(), SMALL_SEGMENT, spares).unwrap();
         wal.shared.paused.store(true, Ordering::Release);
         let mut head = wal.head();
         for _ in 0..groups {
@@ -853,7 +857,7 @@ mod tests {
     #[test]
     fn segments_roll_over_onto_spares_filled_ahead_and_every_event_is_recovered() {
         let f = fixture();
-        let (head, segments, urgent) = run_over_small_segments(&f, 12, 20, |wal| {
+        let (head, segments, urgent) = run_over_small_segments(&f, true, 12, 20, |wal| {
             assert!(spare_ready(wal), "the filler makes a spare within 10 s");
         });
         assert!(segments >= 4, "{segments} segments");
@@ -873,14 +877,10 @@ mod tests {
         let f = fixture();
         let marker = b"a spare being filled";
         let once = std::sync::Once::new();
-        let (head, segments, urgent) = run_over_small_segments(&f, 12, 20, |wal| {
-            // No spare ready, ever: the filler is stopped, and the file under the spare's name
-            // is one it is still filling, which an append must not take or cut.
-            once.call_once(|| {
-                wal.shared.no_spares.store(true, Ordering::Release);
-                lock(&wal.shared.spare).take();
-                std::fs::write(wal.shared.dir.join(SPARE), marker).unwrap();
-            });
+        let (head, segments, urgent) = run_over_small_segments(&f, false, 12, 20, |wal| {
+            // No spare ready, ever (no filler runs), and the file under the spare's name is
+            // one a filler would still be filling, which an append must not take or cut.
+            once.call_once(|| std::fs::write(wal.shared.dir.join(SPARE), marker).unwrap());
         });
         assert!(segments >= 4, "{segments} segments");
         assert_eq!(
