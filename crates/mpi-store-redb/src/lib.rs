@@ -3005,8 +3005,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn the_disclosure_index_folder_and_the_spare_filler_run_at_the_lowest_priorities_and_the_audit_log_folder_does_not()
-     {
+    fn the_index_folder_and_the_spare_filler_yield_and_the_log_folder_does_not() {
         use mpi_os::{IoClass, io_class_of};
         let dir = tempfile::tempdir().unwrap();
         let _store = RedbStore::open(&dir.path().join("mpi.redb")).unwrap();
