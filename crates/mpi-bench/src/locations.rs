@@ -731,8 +731,8 @@ fn own_run_delay_micros() -> Option<u64> {
 /// [`SLOW_MICROS`] and the slowest, the ten worst windows in time order; `None` if none was
 /// slow. A tail that comes in bursts points at a stall; one spread evenly, at a cost per call.
 /// `waits` holds, per window, how long the client's own thread waited for its core (another
-/// process ran there): calls due then were sent late, a stall of the machine and not of the
-/// server. The line names those of at least [`CLIENT_WAIT_MICROS`], among the worst windows
+/// thread ran on it: the client's core is its own, so a thread of another process or of the
+/// kernel): calls due then were sent late, a stall of the machine and not of the server. The line names those of at least [`CLIENT_WAIT_MICROS`], among the worst windows
 /// and in all.
 fn slow_windows_line(
     label: &str,
