@@ -854,6 +854,18 @@ mod tests {
         (head, segments, urgent)
     }
 
+    /// No segment the writer filled itself is left under its fill's name, and, as nothing was
+    /// folded, a reopen reads all `events` back from the segments, in chain order up to `head`.
+    fn assert_recovered_from_segments(f: &Fixture, head: ChainHead, events: usize) {
+        let names = files_in(&f.wal_dir);
+        assert!(!names.iter().any(|n| n == URGENT), "{names:?}");
+        let wal = AuditWal::open(&f.wal_dir, f.db.clone()).unwrap();
+        assert_eq!(wal.head(), head);
+        let rows = stored_rows(&f.db);
+        assert_eq!(rows.len(), events);
+        assert_eq!(continue_chain(ChainHead::EMPTY, &rows).unwrap(), head);
+    }
+
     #[test]
     fn segments_roll_over_onto_spares_filled_ahead_and_every_event_is_recovered() {
         let f = fixture();
@@ -862,14 +874,7 @@ mod tests {
         });
         assert!(segments >= 4, "{segments} segments");
         assert_eq!(urgent, 0, "every roll took the spare");
-        let names = files_in(&f.wal_dir);
-        assert!(!names.iter().any(|n| n == URGENT), "{names:?}");
-        // Nothing was folded: a reopen reads every segment back, in order.
-        let wal = AuditWal::open(&f.wal_dir, f.db.clone()).unwrap();
-        assert_eq!(wal.head(), head);
-        let rows = stored_rows(&f.db);
-        assert_eq!(rows.len(), 240);
-        assert_eq!(continue_chain(ChainHead::EMPTY, &rows).unwrap(), head);
+        assert_recovered_from_segments(&f, head, 240);
     }
 
     #[test]
@@ -888,14 +893,9 @@ mod tests {
             segments as u64 - 1,
             "each roll filled its own segment"
         );
-        let names = files_in(&f.wal_dir);
-        assert!(!names.iter().any(|n| n == URGENT), "{names:?}");
+        // Before the reopen, whose filler fills the spare anew.
         assert_eq!(std::fs::read(f.wal_dir.join(SPARE)).unwrap(), marker);
-        let wal = AuditWal::open(&f.wal_dir, f.db.clone()).unwrap();
-        assert_eq!(wal.head(), head);
-        let rows = stored_rows(&f.db);
-        assert_eq!(rows.len(), 240);
-        assert_eq!(continue_chain(ChainHead::EMPTY, &rows).unwrap(), head);
+        assert_recovered_from_segments(&f, head, 240);
     }
 
     #[test]
