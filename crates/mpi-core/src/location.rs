@@ -60,8 +60,11 @@ pub enum ReferenceTextError {
 
 /// The network's own reference of a record (an endpoint or document-registry reference), opaque
 /// to the MPI: 1 to 512 printable characters.
+///
+/// Shared, not copied, when cloned: a retrieval clones every location it answers with out of
+/// the store's read cache.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RecordReference(String);
+pub struct RecordReference(std::sync::Arc<str>);
 
 impl RecordReference {
     /// Maximum length in characters.
@@ -81,7 +84,7 @@ impl RecordReference {
         {
             return Err(ReferenceTextError::NotPrintable);
         }
-        Ok(Self(text.to_owned()))
+        Ok(Self(std::sync::Arc::from(text)))
     }
 
     /// The text.
