@@ -8,11 +8,17 @@ threads by the first rule below that matches a frame of the sample's stack. With
 calls per second (from the floor's output) it prints microseconds of server CPU per call.
 
     perf-components.py SCRIPT_TXT ECHO_PER_S FIND_PER_S [HZ] [--find-seconds N]
-                       [--within FRAME PATTERN...]
+                       [--unaudited PER_S] [--within FRAME PATTERN...]
 
 With `--find-seconds N`, the FindLocations phase is only the last N seconds in which the
 server ran FindLocations (the floor's measurement, after its warm-up, which asks for every
 patient once at another rate).
+
+With `--unaudited PER_S`, it also reports the phase in which the server ran FindLocations
+without the audit log (`floor` measures it before the audited server starts): the
+FindLocations seconds before the first sample of the audited server's `audit-writer` thread
+(the last such thread to appear), with PER_S its calls per second. `--find-seconds` applies to
+it too.
 
 With `--within`, it then breaks the FindLocations phase's samples that have a frame
 containing FRAME down by PATTERN: for each, the share of those samples with a frame
@@ -113,6 +119,11 @@ def main():
         at = args.index("--find-seconds")
         find_seconds = int(args[at + 1])
         args = args[:at] + args[at + 2:]
+    unaudited_rate = None
+    if "--unaudited" in args:
+        at = args.index("--unaudited")
+        unaudited_rate = float(args[at + 1])
+        args = args[:at] + args[at + 2:]
     path, echo_rate, find_rate = args[0], float(args[1]), float(args[2])
     hz = float(args[3]) if len(args) > 3 else 499.0
     every = [s for s in samples(path) if s[0] not in ("bench-core-1", "mpi-bench")]
@@ -132,11 +143,25 @@ def main():
         for _, tid, t, frames in every
         if tid == server and any(FINDING in f for f in frames)
     )
-    find_secs = sorted(s for s, n in real.items() if n > 0.3 * hz)
-    find_lo, find_hi = find_secs[0] + 1, find_secs[-1]
-    if find_seconds is not None:
-        find_lo = max(find_lo, find_secs[-1] - find_seconds + 2)
-    echo_secs = sorted(s for s, n in busy.items() if n > 0.8 * hz and s < find_secs[0] and real[s] == 0)
+    every_find_sec = sorted(s for s, n in real.items() if n > 0.3 * hz)
+    # The audited server's writer: the audit-writer thread that appeared last. The seconds of
+    # FindLocations before its first are the server's without the audit log.
+    first_seen = {}
+    for comm, tid, t, _ in every:
+        if comm == "audit-writer":
+            first_seen.setdefault(tid, t)
+    writer_from = int(max(first_seen.values())) if first_seen else every_find_sec[0]
+    find_secs = [s for s in every_find_sec if s >= writer_from] or every_find_sec
+    bare_secs = [s for s in every_find_sec if s < find_secs[0]]
+
+    def measured(secs):
+        lo, hi = secs[0] + 1, secs[-1]
+        if find_seconds is not None:
+            lo = max(lo, secs[-1] - find_seconds + 2)
+        return lo, hi
+
+    find_lo, find_hi = measured(find_secs)
+    echo_secs = sorted(s for s, n in busy.items() if n > 0.8 * hz and s < every_find_sec[0] and real[s] == 0)
     # The echo phase: the run of busy seconds that ends where the FindLocations phase begins.
     run = []
     for s in reversed(echo_secs):
@@ -145,10 +170,13 @@ def main():
         run.append(s)
     echo_lo, echo_hi = min(run) + 1, max(run)
     print(f"server worker thread {server} ({workers[server]} samples)")
-    for label, lo, hi, rate in (
-        ("echo floor", echo_lo, echo_hi, echo_rate),
-        ("FindLocations", find_lo, find_hi, find_rate),
-    ):
+    phases = [("echo floor", echo_lo, echo_hi, echo_rate)]
+    if unaudited_rate is not None:
+        if not bare_secs:
+            sys.exit("--unaudited: no FindLocations before the audited server's writer appeared")
+        phases.append(("FindLocations without the audit log", *measured(bare_secs), unaudited_rate))
+    phases.append(("FindLocations", find_lo, find_hi, find_rate))
+    for label, lo, hi, rate in phases:
         seconds = hi - lo
         if seconds <= 0:
             print(f"\n{label}: phase too short to measure")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where the server's core goes per call: `mpi-bench floor` (the echo floor, then
-# FindLocations, server pinned to core 0, client to core 1) under `perf record`, then the
-# samples of each phase grouped by component in microseconds per call
+# FindLocations without the audit log, then FindLocations; server pinned to core 0, client to
+# core 1) under `perf record`, then the samples of each phase grouped by component in
+# microseconds per call
 # (scripts/perf-components.py). Needs `perf` and `python3`; builds the benchmark with debug
 # line tables into target/profiling (the release profile otherwise), so stacks name inlined
 # functions. Writes its files into OUT.
@@ -26,7 +27,7 @@ perf script -i "$out/perf.data" -F comm,tid,time,ip,sym > "$out/perf.txt" 2> /de
 # were in: the five tables' reads, redb's page cache, key comparisons, reads from the file, the
 # read cache.
 python3 scripts/perf-components.py "$out/perf.txt" "$(rate 'Echo floor')" "$(rate 'FindLocations (mTLS')" \
-    499 --find-seconds "$seconds" --within 'Mpi>::disclosure_view' \
+    499 --find-seconds "$seconds" --unaudited "$(rate 'FindLocations without')" --within 'Mpi>::disclosure_view' \
     locations_of consents_of qualifications_by_insured persons_of members_of \
     PagedCachedFile::read =PagedCachedFile::read =memcmp pread64 open_table begin_read \
     TransactionTracker decode ReadCache::get ReadCache::put quick_cache

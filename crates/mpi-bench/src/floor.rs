@@ -1,10 +1,11 @@
 //! `floor`: FindLocations against the transport floor, in one run. A bare tonic server with the
 //! same mutual TLS and stream limits answers every FindLocations with a fixed response (a real
 //! kouiki-mpi answer, captured first, so the same size); kouiki-mpi then answers the same load
-//! for real (consent-filtered, audited). The same client drives both: 4 connections, 64 in
-//! flight. Servers run on a runtime pinned to core 0 (with every thread they start: the audit
-//! writer, the blocking pool), multi-thread with one worker as `kouiki-mpi serve` runs unless
-//! `--one-thread-server` asks for the current-thread scheduler; the client runs on a
+//! without the audit log (what the audit log costs, measured: never how the server runs), and
+//! then for real (consent-filtered, audited). The same client drives all three: 4 connections,
+//! 64 in flight. Servers run on a runtime pinned to core 0 (with every thread they start: the
+//! audit writer, the blocking pool), multi-thread with one worker as `kouiki-mpi serve` runs
+//! unless `--one-thread-server` asks for the current-thread scheduler; the client runs on a
 //! current-thread runtime pinned to core 1 (the cheapest tokio client: ~15 % more echo calls per
 //! second than a one-worker multi-thread runtime, docs/benchmarks.md). Before kouiki-mpi is
 //! measured, the client asks for every patient once, as `scale` does: the store's caches then
@@ -210,6 +211,54 @@ pub(crate) fn echo_floor(
     Ok((floor, size))
 }
 
+/// Asks for every patient once (so that the server's caches hold what the measurement reads),
+/// then measures FindLocations against `server` under `load`.
+fn warm_and_find(
+    server: &Arc<Running>,
+    clients: &Pinned,
+    population: &Arc<Population>,
+    plan: &Arc<RecordPlan>,
+    load: &Load,
+    label: &'static str,
+) -> anyhow::Result<Row> {
+    let Load {
+        duration,
+        connections,
+        concurrency,
+    } = *load;
+    let warmed = {
+        let (target, population, plan) =
+            (server.target().clone(), population.clone(), plan.clone());
+        clients.run(async move {
+            locations::ask_each_once(&target, &population, &plan, connections, concurrency).await
+        })??
+    };
+    eprintln!(
+        "floor: warm-up asked for each of {} patients once in {:.1} s",
+        warmed.0,
+        warmed.1.as_secs_f64()
+    );
+    let (target, population, plan) = (server.target().clone(), population.clone(), plan.clone());
+    clients.run(async move {
+        locations::find(
+            &target,
+            &population,
+            &plan,
+            duration,
+            connections,
+            concurrency,
+            label,
+        )
+        .await
+    })?
+}
+
+/// Stops `server`, whose last handle this is.
+fn stop(server: Arc<Running>, servers: &Pinned) -> anyhow::Result<()> {
+    let server = Arc::into_inner(server).context("the server is still in use")?;
+    servers.run(async move { server.stop().await })?
+}
+
 /// How the client loads each server.
 #[derive(Clone, Copy)]
 pub struct Load {
@@ -231,25 +280,23 @@ pub fn run(
     server_flavour: Flavour,
     cache_mib: crate::Caches,
 ) -> anyhow::Result<(Vec<Row>, String)> {
-    let Load {
-        duration,
-        connections,
-        concurrency,
-    } = load;
     let servers = Pinned::new(0, server_flavour)?;
     let clients = Pinned::new(1, Flavour::CurrentThread)?;
     pin(1);
     let tls = tempfile::tempdir()?;
     let tls_dir = tls.path().to_path_buf();
     let ca = Arc::new(CertAuthority::generate("mpi-bench CA")?);
-    let server = {
+    let start = |audited: bool| {
         let (data_dir, tls_dir, ca) = (data_dir.to_path_buf(), tls_dir.clone(), ca.clone());
         servers
-            .run(async move { Running::start(&data_dir, &tls_dir, ca, true, cache_mib).await })??
+            .run(async move { Running::start(&data_dir, &tls_dir, ca, audited, cache_mib).await })?
+            .map(Arc::new)
     };
-    let server = Arc::new(server);
+    // The echo server answers with what this one answers; the audited server is measured
+    // last, since `scripts/profile-floor.sh` profiles the last seconds of FindLocations.
+    let unaudited = start(false)?;
     let (floor, size) = echo_floor(
-        &server,
+        &unaudited,
         &servers,
         &clients,
         &tls_dir,
@@ -257,42 +304,36 @@ pub fn run(
         &plan,
         &load,
     )?;
-    let warmed = {
-        let (target, population, plan) =
-            (server.target().clone(), population.clone(), plan.clone());
-        clients.run(async move {
-            locations::ask_each_once(&target, &population, &plan, connections, concurrency).await
-        })??
-    };
-    eprintln!(
-        "floor: warm-up asked for each of {} patients once in {:.1} s",
-        warmed.0,
-        warmed.1.as_secs_f64()
-    );
-    let real = {
-        let (target, population, plan) =
-            (server.target().clone(), population.clone(), plan.clone());
-        clients.run(async move {
-            locations::find(
-                &target,
-                &population,
-                &plan,
-                duration,
-                connections,
-                concurrency,
-                "FindLocations (mTLS, consent-filtered, audited; server on core 0)",
-            )
-            .await
-        })??
-    };
-    let server = Arc::into_inner(server).context("the server is still in use")?;
-    servers.run(async move { server.stop().await })??;
+    let bare = warm_and_find(
+        &unaudited,
+        &clients,
+        &population,
+        &plan,
+        &load,
+        "FindLocations without the audit log (its cost, measured; server on core 0)",
+    )?;
+    stop(unaudited, &servers)?;
+    let server = start(true)?;
+    let real = warm_and_find(
+        &server,
+        &clients,
+        &population,
+        &plan,
+        &load,
+        "FindLocations (mTLS, consent-filtered, audited; server on core 0)",
+    )?;
+    stop(server, &servers)?;
     let rate = |row: &Row| row.operations as f64 / row.seconds;
+    let of_floor = |row: &Row| rate(row) / rate(&floor).max(1.0);
     let summary = format!(
-        "FindLocations / echo floor: {:.0} / {:.0} = {:.2} (answers of {size} bytes; client on core 1)",
+        "FindLocations / echo floor: {:.0} / {:.0} = {:.2} (answers of {size} bytes; client on \
+         core 1)\nFindLocations without the audit log / echo floor: {:.0} / {:.0} = {:.2}",
         rate(&real),
         rate(&floor),
-        rate(&real) / rate(&floor).max(1.0)
+        of_floor(&real),
+        rate(&bare),
+        rate(&floor),
+        of_floor(&bare),
     );
-    Ok((vec![floor, real], summary))
+    Ok((vec![floor, bare, real], summary))
 }

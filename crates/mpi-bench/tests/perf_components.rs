@@ -69,15 +69,30 @@ const KEYS_UNDER_VIEW: &[&str] = &[
 /// 10 a second on the worker (5 in the person view, of them 2 comparing keys under
 /// `locations_of` and 3 in redb's page cache; 3 HTTP/2, 2 TLS), all under the adapter's frame,
 /// and 2 a second on the audit writer. The client's thread and the benchmark's main thread are
-/// busy throughout and must be left out, and a second of import before it all must not count
-/// as a phase.
+/// busy throughout and must be left out, and a second of import before it all (with an audit
+/// writer of its own) must not count as a phase.
 fn profile() -> String {
+    profile_with(false)
+}
+
+/// [`profile`], or with `unaudited` a phase of FindLocations without the audit log first:
+/// seconds 105–109 then have no audit writer and 10 samples a second on the worker (6 in the
+/// person view, 4 HTTP/2), and the audited phase is seconds 110–114.
+fn profile_with(unaudited: bool) -> String {
     let mut out = String::new();
     for tick in 0..HZ {
         let time = 90.0 + f64::from(tick) / f64::from(HZ);
         sample(&mut out, "mpi-bench", 1, time, &["mpi_synth::generate"]);
+        sample(
+            &mut out,
+            "audit-writer",
+            4,
+            time,
+            &["std::fs::File::sync_data"],
+        );
     }
-    for second in 100..110 {
+    let audited_from = if unaudited { 110 } else { 105 };
+    for second in 100..audited_from + 5 {
         for tick in 0..HZ {
             let time = f64::from(second) + f64::from(tick) / f64::from(HZ);
             sample(
@@ -88,20 +103,30 @@ fn profile() -> String {
                 &["tonic::client::Grpc::unary"],
             );
             sample(&mut out, "mpi-bench", 1, time, &["std::thread::park"]);
-            let mut frames: Vec<&str> = match (second < 105, tick) {
-                (true, 0..4) | (false, 5..8) => H2.to_vec(),
-                (true, 4) => GRPC_UNDER_H2.to_vec(),
-                (true, 5) => ECHO_UNDER_GRPC.to_vec(),
-                (true, _) | (false, 8..) => TLS_UNDER_H2.to_vec(),
-                (false, 0..2) => KEYS_UNDER_VIEW.to_vec(),
-                (false, _) => STORE_UNDER_VIEW.to_vec(),
-            };
+            let mut frames: Vec<&str> = if second < 105 {
+                match tick {
+                    0..4 => H2,
+                    4 => GRPC_UNDER_H2,
+                    5 => ECHO_UNDER_GRPC,
+                    _ => TLS_UNDER_H2,
+                }
+            } else if second < audited_from {
+                if tick < 6 { STORE_UNDER_VIEW } else { H2 }
+            } else {
+                match tick {
+                    0..2 => KEYS_UNDER_VIEW,
+                    2..5 => STORE_UNDER_VIEW,
+                    5..8 => H2,
+                    _ => TLS_UNDER_H2,
+                }
+            }
+            .to_vec();
             if second >= 105 {
                 frames.push(FIND);
             }
             frames.push("tokio::runtime::scheduler::multi_thread::worker::Context::run");
             sample(&mut out, WORKER, 7, time, &frames);
-            if second >= 105 && tick < 2 {
+            if second >= audited_from && tick < 2 {
                 sample(
                     &mut out,
                     "audit-writer",
@@ -142,6 +167,11 @@ fn expected(rows: &[(&str, f64)]) -> BTreeMap<String, f64> {
 /// The script's report on the made-up profile (1,000 echo calls and 500 FindLocations a
 /// second), run with `extra` arguments; `None` where this machine has no Python (never in CI).
 fn report(extra: &[&str]) -> Option<String> {
+    report_on(&profile(), extra)
+}
+
+/// The script's report on `profile`, as [`report`].
+fn report_on(profile: &str, extra: &[&str]) -> Option<String> {
     let python = ["python3", "python"].into_iter().find(|candidate| {
         Command::new(candidate)
             .arg("--version")
@@ -159,7 +189,7 @@ fn report(extra: &[&str]) -> Option<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/perf-components.py");
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("perf.txt");
-    std::fs::write(&text, profile()).unwrap();
+    std::fs::write(&text, profile).unwrap();
     let run = Command::new(python)
         .arg(&script)
         .arg(&text)
@@ -230,6 +260,49 @@ fn the_components_script_measures_only_the_last_seconds_of_findlocations_when_as
     assert!(
         report.contains("echo floor: 3 s at 1000 calls/s;"),
         "{report}"
+    );
+}
+
+#[test]
+fn the_components_script_reports_the_phase_without_the_audit_log_apart_when_asked() {
+    // 800 FindLocations a second without the audit log in seconds 105–109 (measured 106–108),
+    // before the audited server's writer first ran (second 110; the import's writer, at 90,
+    // is not the audited server's).
+    let Some(report) = report_on(&profile_with(true), &["--unaudited", "800"]) else {
+        return;
+    };
+    assert!(
+        report.contains(
+            "FindLocations without the audit log: 3 s at 800 calls/s; server threads busy 1.00 of a core = 1250.0 us per call"
+        ),
+        "{report}"
+    );
+    assert_eq!(
+        rows(&report, "FindLocations without the audit log:"),
+        expected(&[
+            ("person view (store reads, decoding)", 750.0),
+            ("HTTP/2 (h2, hyper)", 500.0),
+        ])
+    );
+    // The audited phase (110–114, measured 111–113) and the echo floor as before.
+    assert!(
+        report.contains(
+            "FindLocations: 3 s at 500 calls/s; server threads busy 1.20 of a core = 2400.0 us per call"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("echo floor: 3 s at 1000 calls/s;"),
+        "{report}"
+    );
+    // Without the flag, the audited phase alone is FindLocations.
+    let Some(plain) = report_on(&profile_with(true), &[]) else {
+        return;
+    };
+    assert!(!plain.contains("without the audit log"), "{plain}");
+    assert!(
+        plain.contains("FindLocations: 3 s at 500 calls/s;"),
+        "{plain}"
     );
 }
 

@@ -100,9 +100,25 @@ fn claim_replay_reports_the_replay_of_the_claims_it_logged() {
 #[test]
 fn floor_measures_the_echo_server_and_the_service_in_one_run() {
     let out = bench(&["--persons", "300", "--seconds", "1", "floor"]);
-    let (real, echo, ratio) = ratio(&out, "FindLocations / echo floor:");
+    let (real, echo, real_ratio) = ratio(&out, "FindLocations / echo floor:");
     assert!(real > 0.0 && echo > 0.0, "{out}");
-    assert!((ratio - real / echo).abs() < 0.01, "{out}");
+    assert!((real_ratio - real / echo).abs() < 0.01, "{out}");
+    // And the same server without the audit log, between the two, against the same floor.
+    let (bare, same_echo, bare_ratio) =
+        ratio(&out, "FindLocations without the audit log / echo floor:");
+    assert!(bare > 0.0 && same_echo == echo, "{out}");
+    assert!((bare_ratio - bare / echo).abs() < 0.01, "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();
+    let at = |label: &str| rows.iter().position(|row| row.starts_with(label));
+    let (echo_row, bare_row, real_row) = (
+        at("| Echo floor"),
+        at("| FindLocations without the audit log"),
+        at("| FindLocations (mTLS"),
+    );
+    assert!(
+        echo_row < bare_row && bare_row < real_row && echo_row.is_some(),
+        "{out}"
+    );
 }
 
 #[test]
