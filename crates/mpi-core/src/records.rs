@@ -391,8 +391,8 @@ impl Mpi {
             let mut deciding = BTreeSet::new();
             let mut shown: Vec<Location> = view
                 .locations
-                .into_iter()
-                .map(|located| located.location)
+                .iter()
+                .map(|located| &located.location)
                 .filter(|l| filter.kinds.is_empty() || filter.kinds.contains(&l.id.kind))
                 .filter(|l| l.overlaps(filter.from, filter.to))
                 .filter(|l| {
@@ -410,6 +410,7 @@ impl Mpi {
                         None => false,
                     }
                 })
+                .cloned()
                 .collect();
             shown.sort_by(|a, b| {
                 (a.first_service, &a.id, a.last_service).cmp(&(
@@ -706,7 +707,7 @@ impl Mpi {
                     ..ViewParts::REFS
                 },
             )?;
-            let paged = paginate(view.consents, page);
+            let paged = paginate(view.consents.to_vec(), page);
             note.count = paged.items.len() as u32;
             Ok(paged)
         })();

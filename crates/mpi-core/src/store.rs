@@ -4,6 +4,8 @@
 //! fits behind it with one round trip per call. Identifiers arrive only as keyed hashes. Methods
 //! block: callers run them off the async reactor.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 
 use crate::consent::{Consent, ConsentGrant, ConsentId, Revocation};
@@ -299,10 +301,11 @@ impl ViewParts {
 pub struct PersonView {
     /// The references of the person's cluster.
     pub refs: Vec<IdentifierKey>,
-    /// The consents of the cluster (as the view was asked for), oldest first.
-    pub consents: Vec<Consent>,
-    /// Every location of the cluster.
-    pub locations: Vec<SubjectLocation>,
+    /// The consents of the cluster (as the view was asked for), oldest first. Shared, not
+    /// copied, with a store's cache when they are one reference's.
+    pub consents: Arc<[Consent]>,
+    /// Every location of the cluster; shared as the consents are.
+    pub locations: Arc<[SubjectLocation]>,
     /// Every regional-ID link of the cluster.
     pub links: Vec<RegionalLink>,
 }

@@ -840,8 +840,8 @@ pub fn wire_date(date: NaiveDate) -> String {
 /// A stored location on the wire.
 pub fn wire_location(location: &Location) -> pb::Location {
     pb::Location {
-        network_id: location.id.network.to_string(),
-        facility_code: location.id.facility.to_string(),
+        network_id: location.id.network.as_str().to_owned(),
+        facility_code: location.id.facility.as_str().to_owned(),
         kind: i32::from(location.id.kind.code()),
         first_service_date: wire_date(location.first_service),
         last_service_date: wire_date(location.last_service),

@@ -555,7 +555,7 @@ pub fn locations_need_participation_widen_and_withdraw(store: &dyn Store) {
     let view = store
         .person_view(person_of(store, 1), ViewParts::EVERYTHING)
         .unwrap();
-    assert_eq!(view.locations, vec![other]);
+    assert_eq!(*view.locations, [other]);
     // The withdrawn ID is free again, for any subject.
     assert_eq!(
         store
@@ -596,14 +596,16 @@ pub fn person_view_follows_merges_and_unmerges(store: &dyn Store) {
         store
             .person_view(person_of(store, 1), ViewParts::EVERYTHING)
             .unwrap()
-            .locations,
+            .locations
+            .to_vec(),
         vec![a]
     );
     assert_eq!(
         store
             .person_view(person_of(store, 2), ViewParts::EVERYTHING)
             .unwrap()
-            .locations,
+            .locations
+            .to_vec(),
         vec![b]
     );
 }
@@ -720,7 +722,7 @@ pub fn revoking_participation_cuts_links_and_purge_deletes_locations(store: &dyn
                 assert_eq!(part.refs, view.refs, "{parts:?}");
                 let wanted: Vec<Consent> = match consents {
                     None => Vec::new(),
-                    Some(ConsentHistory::Full) => view.consents.clone(),
+                    Some(ConsentHistory::Full) => view.consents.to_vec(),
                     Some(ConsentHistory::Unrevoked) => view
                         .consents
                         .iter()
@@ -728,13 +730,13 @@ pub fn revoking_participation_cuts_links_and_purge_deletes_locations(store: &dyn
                         .cloned()
                         .collect(),
                 };
-                assert_eq!(part.consents, wanted, "{parts:?}");
+                assert_eq!(*part.consents, wanted, "{parts:?}");
                 let wanted = if locations {
-                    view.locations.clone()
+                    view.locations.to_vec()
                 } else {
                     Vec::new()
                 };
-                assert_eq!(part.locations, wanted, "{parts:?}");
+                assert_eq!(*part.locations, wanted, "{parts:?}");
                 let wanted = if links {
                     view.links.clone()
                 } else {

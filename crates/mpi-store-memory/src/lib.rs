@@ -165,7 +165,7 @@ impl Snapshot for Reading<'_> {
         let refs = tables.members_of(person);
         let mut view = PersonView::default();
         if let Some(history) = parts.consents {
-            view.consents = tables.consents_of(&refs, history);
+            view.consents = tables.consents_of(&refs, history).into();
         }
         if parts.locations {
             view.locations = refs.iter().flat_map(|r| tables.locations_of(*r)).collect();

@@ -1928,6 +1928,27 @@ impl RedbSnapshot<'_> {
     }
 }
 
+/// One reference's results as they are (shared with the read cache, not copied), or several
+/// references' joined in their order and then put in order by `arrange`.
+fn joined<T: Clone>(
+    mut each: impl Iterator<Item = StoreResult<Arc<[T]>>>,
+    arrange: impl FnOnce(&mut Vec<T>),
+) -> StoreResult<Arc<[T]>> {
+    let Some(first) = each.next().transpose()? else {
+        return Ok(Arc::from([]));
+    };
+    let Some(second) = each.next().transpose()? else {
+        return Ok(first);
+    };
+    let mut all = first.to_vec();
+    all.extend_from_slice(&second);
+    for more in each {
+        all.extend_from_slice(&more?);
+    }
+    arrange(&mut all);
+    Ok(all.into())
+}
+
 impl Snapshot for RedbSnapshot<'_> {
     fn qualifications_by_insured(
         &self,
@@ -2000,13 +2021,13 @@ impl Snapshot for RedbSnapshot<'_> {
         match parts.consents {
             Some(ConsentHistory::Unrevoked) => {
                 let mut table = None;
-                for reference in &refs {
-                    let found = self.cached(
+                let each = refs.iter().map(|reference| {
+                    self.cached(
                         Key::of(Kind::Consents, *reference),
                         &mut table,
                         SUBJECT_CONSENTS,
                         |value| match value {
-                            Value::Consents(found) => Some(found.to_vec()),
+                            Value::Consents(found) => Some(found),
                             _ => None,
                         },
                         |table| {
@@ -2015,35 +2036,38 @@ impl Snapshot for RedbSnapshot<'_> {
                                 std::slice::from_ref(reference),
                                 ConsentHistory::Unrevoked,
                             )
+                            .map(Arc::from)
                         },
-                        |found| Value::Consents(Arc::from(found.as_slice())),
-                    )?;
-                    view.consents.extend(found);
-                }
-                view.consents.sort_by_key(|c| (c.recorded_at_micros, c.id));
+                        |found| Value::Consents(found.clone()),
+                    )
+                });
+                // Each reference's are oldest first already.
+                view.consents = joined(each, |all| {
+                    all.sort_by_key(|c| (c.recorded_at_micros, c.id));
+                })?;
             }
             Some(ConsentHistory::Full) => {
                 let subject_consents = self.txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
-                view.consents = consents_of(&subject_consents, &refs, ConsentHistory::Full)?;
+                view.consents = consents_of(&subject_consents, &refs, ConsentHistory::Full)?.into();
             }
             None => {}
         }
         if parts.locations {
             let mut table = None;
-            for reference in &refs {
-                let found = self.cached(
+            let each = refs.iter().map(|reference| {
+                self.cached(
                     Key::of(Kind::Locations, *reference),
                     &mut table,
                     LOCATIONS,
                     |value| match value {
-                        Value::Locations(found) => Some(found.to_vec()),
+                        Value::Locations(found) => Some(found),
                         _ => None,
                     },
-                    |table| locations_of(table, *reference),
-                    |found| Value::Locations(Arc::from(found.as_slice())),
-                )?;
-                view.locations.extend(found);
-            }
+                    |table| locations_of(table, *reference).map(Arc::from),
+                    |found| Value::Locations(found.clone()),
+                )
+            });
+            view.locations = joined(each, |_| {})?;
         }
         if parts.links {
             let links = self.txn.open_table(LINKS).map_err(engine)?;
