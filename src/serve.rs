@@ -71,19 +71,12 @@ fn load_config(args: ServeArgs) -> Result<Config, ConfigError> {
     Config::resolve(file, overrides)
 }
 
+/// The process's log, on standard error (`mpi_server::logging`).
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     // Colours only for a person at a terminal; files and journald get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let ansi = std::io::stderr().is_terminal();
+    mpi_server::logging::install(format, std::io::stderr, ansi);
 }
 
 fn print_dev_pki(paths: &PkiPaths, created: bool) {

@@ -155,3 +155,72 @@ fn the_binary_reports_the_allocator_and_scheduler_settings_it_runs_with() {
         child.wait().unwrap();
     }
 }
+
+/// At the default `info` a finished RPC writes no log line (it is counted at `/metrics`); with
+/// `mpi_server::services=debug` each writes one, naming the RPC and its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_rpc_is_logged_at_debug_and_not_at_info() {
+    mpi_server::install_crypto_provider();
+    for (rust_log, logged) in [("info", false), ("info,mpi_server::services=debug", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, _stdout, stderr, address) = tokio::task::block_in_place(|| {
+            spawn_serve(
+                &dir.path().join("data"),
+                &["--log-format", "json"],
+                rust_log,
+            )
+        });
+        let pki = PkiPaths::new(dir.path().join("data/pki"));
+        let channel = connect(
+            &address,
+            &ClientIdentity::from_dev_pki(&pki, "history-provider").unwrap(),
+        )
+        .await
+        .unwrap();
+        // An empty question: refused, and finished like any call.
+        let refused = QualificationHistoryClient::new(channel)
+            .are_same_person(pb::AreSamePersonRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        // Every line up to the last one the server writes.
+        let mut seen = Vec::new();
+        while let Ok(line) = stderr.recv_timeout(std::time::Duration::from_secs(30)) {
+            let last = line.contains("server stopped");
+            seen.push(line);
+            if last {
+                break;
+            }
+        }
+        assert!(
+            seen.iter().any(|line| line.contains("server stopped")),
+            "{seen:#?}"
+        );
+        let rpc_lines: Vec<&String> = seen
+            .iter()
+            .filter(|line| line.contains(r#""rpc":"AreSamePerson""#))
+            .collect();
+        assert_eq!(
+            rpc_lines.len(),
+            usize::from(logged),
+            "{rust_log}: {seen:#?}"
+        );
+        if logged {
+            assert!(
+                rpc_lines[0].contains(r#""code":"INVALID_ARGUMENT""#)
+                    && rpc_lines[0].contains("\"micros\""),
+                "{}",
+                rpc_lines[0]
+            );
+        }
+    }
+}

@@ -89,6 +89,11 @@ struct Cli {
     /// each as the cache weighs them).
     #[arg(long, default_value_t = 4096, global = true)]
     read_cache_mib: u64,
+    /// The file the servers this process starts log into, as `kouiki-mpi serve` logs
+    /// (`RUST_LOG`, default `info`), so that the benchmark measures the log too. Default: a
+    /// file in a temporary directory, removed at the end.
+    #[arg(long, global = true)]
+    server_log: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -255,6 +260,26 @@ impl Cli {
             read_mib: self.read_cache_mib,
         }
     }
+}
+
+/// Installs the process's log as `kouiki-mpi serve` installs it, into `path` or a file in a
+/// temporary directory (returned, to be removed at the end).
+fn server_log(path: Option<&std::path::Path>) -> anyhow::Result<Option<tempfile::TempDir>> {
+    let (path, dir) = match path {
+        Some(path) => (path.to_path_buf(), None),
+        None => {
+            let dir = tempfile::tempdir()?;
+            (dir.path().join("server.log"), Some(dir))
+        }
+    };
+    let file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create the server log {}", path.display()))?;
+    mpi_server::logging::install(
+        mpi_server::config::LogFormat::Text,
+        std::sync::Mutex::new(file),
+        false,
+    );
+    Ok(dir)
 }
 
 /// The configuration of a benchmark server: 127.0.0.1:0 over `data_dir`, no metrics listener,
@@ -484,6 +509,7 @@ fn resolve(
 fn main() -> anyhow::Result<()> {
     mpi_alloc::retain_freed_memory();
     let cli = Cli::parse();
+    let _log_dir = server_log(cli.server_log.as_deref())?;
     if matches!(cli.command, Command::AuditCommit) {
         return audit_commit();
     }

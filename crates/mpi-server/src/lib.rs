@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod convert;
 pub mod identity;
+pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod runtime;

@@ -56,12 +56,17 @@ impl Ctx {
         };
         let elapsed = started.elapsed();
         self.metrics.observe(operation.name(), code, elapsed);
-        tracing::info!(
-            rpc = operation.name(),
-            code = crate::metrics::code_name(code),
-            micros = elapsed.as_micros() as u64,
-            "rpc"
+        // Not at `info`: a line per call cost FindLocations 3-7 us of its ~27 (see `logging`).
+        let (rpc, code_name, micros) = (
+            operation.name(),
+            crate::metrics::code_name(code),
+            elapsed.as_micros() as u64,
         );
+        if crate::logging::server_failed(code) {
+            tracing::warn!(rpc, code = code_name, micros, "rpc failed");
+        } else {
+            tracing::debug!(rpc, code = code_name, micros, "rpc");
+        }
     }
 
     /// Appends the audit event of a finished call and waits until it is durable. If the
