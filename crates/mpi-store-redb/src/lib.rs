@@ -1880,6 +1880,15 @@ impl MainWrite<'_> {
     }
 }
 
+/// A subject's consents and locations tables, opened on a snapshot's first miss of them.
+type SubjectTables = (
+    redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+);
+
+/// A subject's unrevoked consents and its locations, as the read cache holds them.
+type SubjectReads = (Arc<[Consent]>, Arc<[SubjectLocation]>);
+
 /// A read transaction of the main file, and the read cache: [`Snapshot`] for [`RedbStore`].
 /// Reads the cache answers for the transaction's state (`tag`) read no page.
 struct RedbSnapshot<'a> {
@@ -1910,6 +1919,47 @@ impl RedbSnapshot<'_> {
         let found = read(table)?;
         self.cache.put(self.tag, key, keep(&found));
         Ok(found)
+    }
+
+    /// A subject's unrevoked consents and its locations, from one entry of the cache or read
+    /// from the pages (both tables opened into `tables` on the first miss) and kept.
+    fn subject(
+        &self,
+        reference: IdentifierKey,
+        tables: &mut Option<SubjectTables>,
+    ) -> StoreResult<SubjectReads> {
+        use read_cache::{Key, Kind, Value};
+        let key = Key::of(Kind::Subject, reference);
+        if let Some(Value::Subject {
+            consents,
+            locations,
+        }) = self.cache.get(self.tag, &key)
+        {
+            return Ok((consents, locations));
+        }
+        let (consents_table, locations_table) = match tables {
+            Some(tables) => tables,
+            None => tables.insert((
+                self.txn.open_table(SUBJECT_CONSENTS).map_err(engine)?,
+                self.txn.open_table(LOCATIONS).map_err(engine)?,
+            )),
+        };
+        let consents: Arc<[Consent]> = consents_of(
+            consents_table,
+            std::slice::from_ref(&reference),
+            ConsentHistory::Unrevoked,
+        )?
+        .into();
+        let locations: Arc<[SubjectLocation]> = locations_of(locations_table, reference)?.into();
+        self.cache.put(
+            self.tag,
+            key,
+            Value::Subject {
+                consents: consents.clone(),
+                locations: locations.clone(),
+            },
+        );
+        Ok((consents, locations))
     }
 
     fn members(&self, person: PersonKey) -> StoreResult<Vec<IdentifierKey>> {
@@ -2015,59 +2065,28 @@ impl Snapshot for RedbSnapshot<'_> {
     }
 
     fn person_view(&self, person: PersonKey, parts: ViewParts) -> StoreResult<PersonView> {
-        use read_cache::{Key, Kind, Value};
         let refs = self.members(person)?;
         let mut view = PersonView::default();
-        match parts.consents {
-            Some(ConsentHistory::Unrevoked) => {
-                let mut table = None;
-                let each = refs.iter().map(|reference| {
-                    self.cached(
-                        Key::of(Kind::Consents, *reference),
-                        &mut table,
-                        SUBJECT_CONSENTS,
-                        |value| match value {
-                            Value::Consents(found) => Some(found),
-                            _ => None,
-                        },
-                        |table| {
-                            consents_of(
-                                table,
-                                std::slice::from_ref(reference),
-                                ConsentHistory::Unrevoked,
-                            )
-                            .map(Arc::from)
-                        },
-                        |found| Value::Consents(found.clone()),
-                    )
-                });
+        let unrevoked = parts.consents == Some(ConsentHistory::Unrevoked);
+        if unrevoked || parts.locations {
+            let mut tables = None;
+            let subjects = refs
+                .iter()
+                .map(|reference| self.subject(*reference, &mut tables))
+                .collect::<StoreResult<Vec<_>>>()?;
+            if unrevoked {
                 // Each reference's are oldest first already.
-                view.consents = joined(each, |all| {
+                view.consents = joined(subjects.iter().map(|(c, _)| Ok(c.clone())), |all| {
                     all.sort_by_key(|c| (c.recorded_at_micros, c.id));
                 })?;
             }
-            Some(ConsentHistory::Full) => {
-                let subject_consents = self.txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
-                view.consents = consents_of(&subject_consents, &refs, ConsentHistory::Full)?.into();
+            if parts.locations {
+                view.locations = joined(subjects.iter().map(|(_, l)| Ok(l.clone())), |_| {})?;
             }
-            None => {}
         }
-        if parts.locations {
-            let mut table = None;
-            let each = refs.iter().map(|reference| {
-                self.cached(
-                    Key::of(Kind::Locations, *reference),
-                    &mut table,
-                    LOCATIONS,
-                    |value| match value {
-                        Value::Locations(found) => Some(found),
-                        _ => None,
-                    },
-                    |table| locations_of(table, *reference).map(Arc::from),
-                    |found| Value::Locations(found.clone()),
-                )
-            });
-            view.locations = joined(each, |_| {})?;
+        if parts.consents == Some(ConsentHistory::Full) {
+            let subject_consents = self.txn.open_table(SUBJECT_CONSENTS).map_err(engine)?;
+            view.consents = consents_of(&subject_consents, &refs, ConsentHistory::Full)?.into();
         }
         if parts.links {
             let links = self.txn.open_table(LINKS).map_err(engine)?;

@@ -1,6 +1,7 @@
 //! The read cache: decoded results of the main file's hot reads (an insured key's
-//! qualifications, a reference's person, a person's members, a subject's unrevoked consents and
-//! its locations), so that a retrieval of a person seen before reads no B-tree.
+//! qualifications, a reference's person, a person's members, and a subject's unrevoked consents
+//! with its locations, in one entry), so that a retrieval of a person seen before reads no
+//! B-tree.
 //!
 //! A snapshot uses an entry only when its own redb transaction holds the same. Every commit of
 //! the main file takes a *turn*, one at a time: it makes the cache's version odd, raises the
@@ -37,10 +38,9 @@ pub(crate) enum Kind {
     Person,
     /// A person's references.
     Members,
-    /// A subject's unrevoked consents.
-    Consents,
-    /// A subject's locations.
-    Locations,
+    /// A subject's unrevoked consents and its locations: one key, so one stripe, for both (a
+    /// commit that changes either raises it), and one look-up for a retrieval that reads both.
+    Subject,
 }
 
 /// A cache key: what, and of which key (a person key fills the first 16 bytes).
@@ -82,8 +82,10 @@ pub(crate) enum Value {
     Qualifications(Arc<[QualificationEntry]>),
     Person(Option<PersonKey>),
     Members(Arc<[IdentifierKey]>),
-    Consents(Arc<[Consent]>),
-    Locations(Arc<[SubjectLocation]>),
+    Subject {
+        consents: Arc<[Consent]>,
+        locations: Arc<[SubjectLocation]>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -103,16 +105,25 @@ impl quick_cache::Weighter<Key, Entry> for Weight {
             Value::Qualifications(all) => std::mem::size_of_val(&**all),
             Value::Person(_) => 0,
             Value::Members(all) => std::mem::size_of_val(&**all),
-            Value::Consents(all) => all
-                .iter()
-                .map(|c| std::mem::size_of::<Consent>() + c.evidence.len() + c.recorded_by.len())
-                .sum(),
-            Value::Locations(all) => all
-                .iter()
-                .map(|l| {
-                    std::mem::size_of::<SubjectLocation>() + l.location.id.reference.as_str().len()
-                })
-                .sum(),
+            Value::Subject {
+                consents,
+                locations,
+            } => {
+                let consents: usize = consents
+                    .iter()
+                    .map(|c| {
+                        std::mem::size_of::<Consent>() + c.evidence.len() + c.recorded_by.len()
+                    })
+                    .sum();
+                let locations: usize = locations
+                    .iter()
+                    .map(|l| {
+                        std::mem::size_of::<SubjectLocation>()
+                            + l.location.id.reference.as_str().len()
+                    })
+                    .sum();
+                consents + locations
+            }
         };
         u64::try_from(SLOT + owned).unwrap_or(u64::MAX)
     }
@@ -186,9 +197,9 @@ pub struct ReadCacheStats {
 impl ReadCache {
     /// A cache of about `bytes` (zero: none).
     pub(crate) fn new(bytes: u64) -> Self {
-        // A retrieval's five results weigh about 2 KiB at ten locations a person: 400 bytes an
+        // A retrieval's four entries weigh about 2 KiB at ten locations a person: 500 bytes an
         // entry on average.
-        let estimated = usize::try_from(bytes / 400).unwrap_or(usize::MAX).max(16);
+        let estimated = usize::try_from(bytes / 500).unwrap_or(usize::MAX).max(16);
         Self {
             entries: (bytes > 0)
                 .then(|| quick_cache::sync::Cache::with_weighter(estimated, bytes, Weight)),
