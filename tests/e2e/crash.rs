@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mpi_proto::v1 as pb;
-use mpi_server::client::{ClientIdentity, connect};
 use mpi_server::pki::PkiPaths;
 use numbers::*;
 use rand::{Rng, SeedableRng};
@@ -75,12 +74,7 @@ impl Drop for Server {
 }
 
 async fn channel(server: &Server, pki: &PkiPaths, alias: &str) -> Channel {
-    connect(
-        &server.address,
-        &ClientIdentity::from_dev_pki(pki, alias).unwrap(),
-    )
-    .await
-    .unwrap()
+    dev_channel(&server.address, pki, alias).await
 }
 
 /// The insurance card of the test's person `index`.

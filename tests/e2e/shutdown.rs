@@ -4,7 +4,6 @@
 use std::process::Command;
 
 use mpi_proto::v1 as pb;
-use mpi_server::client::{ClientIdentity, connect};
 use mpi_server::pki::PkiPaths;
 use numbers::*;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,12 +23,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 
     mpi_server::install_crypto_provider();
     let pki = PkiPaths::new(dir.path().join("data/pki"));
-    let channel = connect(
-        &address,
-        &ClientIdentity::from_dev_pki(&pki, "history-provider").unwrap(),
-    )
-    .await
-    .unwrap();
+    let channel = dev_channel(&address, &pki, "history-provider").await;
     let mut client = QualificationHistoryClient::new(channel);
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     let first = record(
@@ -171,12 +165,7 @@ async fn a_finished_rpc_is_logged_at_debug_and_not_at_info() {
             )
         });
         let pki = PkiPaths::new(dir.path().join("data/pki"));
-        let channel = connect(
-            &address,
-            &ClientIdentity::from_dev_pki(&pki, "history-provider").unwrap(),
-        )
-        .await
-        .unwrap();
+        let channel = dev_channel(&address, &pki, "history-provider").await;
         // An empty question: refused, and finished like any call.
         let refused = QualificationHistoryClient::new(channel)
             .are_same_person(pb::AreSamePersonRequest::default())

@@ -464,6 +464,14 @@ pub fn spawn_serve_with(
     (child, stdout, stderr, address)
 }
 
+/// A channel to a `kouiki-mpi serve` at `address` as `alias`, one of the development PKI's
+/// clients in `pki`.
+pub async fn dev_channel(address: &str, pki: &PkiPaths, alias: &str) -> Channel {
+    connect(address, &ClientIdentity::from_dev_pki(pki, alias).unwrap())
+        .await
+        .unwrap()
+}
+
 /// Valid synthetic insurer numbers (check digits computed, numbers invented).
 pub mod numbers {
     /// 協会けんぽ, Tokyo.
