@@ -106,6 +106,14 @@ def classify(comm, frames):
     return "tokio and the rest"
 
 
+def take_option(args, flag, parse):
+    """`args` without `flag` and its value, and the value parsed (None without the flag)."""
+    if flag not in args:
+        return args, None
+    at = args.index(flag)
+    return args[:at] + args[at + 2:], parse(args[at + 1])
+
+
 def main():
     args = sys.argv[1:]
     within = []
@@ -114,16 +122,8 @@ def main():
         args, within = args[:at], args[at + 1:]
         if len(within) < 2:
             sys.exit("--within needs a frame and at least one pattern")
-    find_seconds = None
-    if "--find-seconds" in args:
-        at = args.index("--find-seconds")
-        find_seconds = int(args[at + 1])
-        args = args[:at] + args[at + 2:]
-    unaudited_rate = None
-    if "--unaudited" in args:
-        at = args.index("--unaudited")
-        unaudited_rate = float(args[at + 1])
-        args = args[:at] + args[at + 2:]
+    args, find_seconds = take_option(args, "--find-seconds", int)
+    args, unaudited_rate = take_option(args, "--unaudited", float)
     path, echo_rate, find_rate = args[0], float(args[1]), float(args[2])
     hz = float(args[3]) if len(args) > 3 else 499.0
     every = [s for s in samples(path) if s[0] not in ("bench-core-1", "mpi-bench")]
