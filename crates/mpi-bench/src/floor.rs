@@ -1,9 +1,11 @@
 //! `floor`: FindLocations against the transport floor, in one run. A bare tonic server with the
 //! same mutual TLS and stream limits answers every FindLocations with a fixed response (a real
 //! kouiki-mpi answer, captured first, so the same size); kouiki-mpi then answers the same load
-//! without the audit log (what the audit log costs, measured: never how the server runs), and
-//! then for real (consent-filtered, audited). The same client drives all three: 4 connections,
-//! 64 in flight. Servers run on a runtime pinned to core 0 (with every thread they start: the
+//! without the audit log (what the audit log costs, measured: never how the server runs); the
+//! echo server then answers once more, each call only after a record of its own is durable in a
+//! log (the least that making an audit event durable before answering costs on this machine,
+//! whatever else a server does: [`Echo::durable`]); and kouiki-mpi answers for real
+//! (consent-filtered, audited). The same client drives all four: 4 connections, 64 in flight. Servers run on a runtime pinned to core 0 (with every thread they start: the
 //! audit writer, the blocking pool), multi-thread with one worker as `kouiki-mpi serve` runs
 //! unless `--one-thread-server` asks for the current-thread scheduler; the client runs on a
 //! current-thread runtime pinned to core 1 (the cheapest tokio client: ~15 % more echo calls per
@@ -26,8 +28,12 @@ use tonic::{Request, Response, Status};
 use crate::Row;
 use crate::locations::{self, Running};
 
-/// A RecordLocator that answers FindLocations with a fixed response and nothing else.
-struct Echo(pb::FindLocationsResponse);
+/// A RecordLocator that answers FindLocations with a fixed response and nothing else; with a
+/// durable log ([`Echo::durable`]), only once the call's record is durable in it.
+struct Echo {
+    answer: pb::FindLocationsResponse,
+    log: Option<tokio::sync::mpsc::Sender<Append>>,
+}
 
 #[tonic::async_trait]
 impl pb::record_locator_server::RecordLocator for Echo {
@@ -47,10 +53,110 @@ impl pb::record_locator_server::RecordLocator for Echo {
 
     async fn find_locations(
         &self,
-        _: Request<pb::FindLocationsRequest>,
+        request: Request<pb::FindLocationsRequest>,
     ) -> Result<Response<pb::FindLocationsResponse>, Status> {
-        Ok(Response::new(self.0.clone()))
+        if let Some(log) = &self.log {
+            // The request, to the size of an audit event's content.
+            let mut content = prost::Message::encode_to_vec(request.get_ref());
+            content.resize(FRAME_BYTES - FRAME_HEAD, 0);
+            let (durable, done) = tokio::sync::oneshot::channel();
+            let stopped = || Status::unavailable("the durable echo's log stopped");
+            log.send(Append { content, durable })
+                .await
+                .map_err(|_| stopped())?;
+            done.await.map_err(|_| stopped())?;
+        }
+        Ok(Response::new(self.answer.clone()))
     }
+}
+
+/// A record to make durable, and whom to tell.
+struct Append {
+    content: Vec<u8>,
+    durable: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The mean size of a FindLocations' audit frame in the audit log (length, sequence, subject,
+/// both hashes, the event), measured over the log's segments after a `floor` run: 332 bytes.
+const FRAME_BYTES: usize = 332;
+/// A frame's bytes besides its content: length (4), sequence (8), both hashes (64).
+const FRAME_HEAD: usize = 4 + 8 + 64;
+/// The durable echo's log file: the audit log's segment size.
+const LOG_BYTES: u64 = 32 << 20;
+
+impl Echo {
+    /// The echo of `answer` with a durable log at `path`: what the echo floor does not do and
+    /// kouiki-mpi must do for every FindLocations, make an audit event durable before answering,
+    /// at its least. Each call hands a record the size of a FindLocations' audit frame to a
+    /// writer thread, which chains the records as the audit log does (`event_hash`), takes them
+    /// in groups as the audit log does (`audit_log::Groups`), writes each group into the file,
+    /// filled with zeros beforehand (so that a sync changes no metadata, as with the audit log's
+    /// segments), and syncs it; then the calls answer. The records are kept nowhere else (no
+    /// `audit.redb`, no disclosure index). Fills the file, durably, and starts the writer thread
+    /// (on the calling thread's cores), which ends once the echo is dropped.
+    fn durable(
+        answer: pb::FindLocationsResponse,
+        path: &std::path::Path,
+    ) -> anyhow::Result<(Self, std::thread::JoinHandle<std::io::Result<()>>)> {
+        let file = std::fs::File::create(path)?;
+        {
+            use std::io::Write as _;
+            let mut zeros = std::io::BufWriter::new(&file);
+            zeros.write_all(&vec![0; LOG_BYTES as usize])?;
+            zeros.flush()?;
+        }
+        file.sync_all()?;
+        let (appends, receiver) = tokio::sync::mpsc::channel(16_384);
+        let writer = std::thread::Builder::new()
+            .name("durable-echo".into())
+            .spawn(move || write_appends(&file, receiver))?;
+        Ok((
+            Self {
+                answer,
+                log: Some(appends),
+            },
+            writer,
+        ))
+    }
+}
+
+/// The durable echo's writer: chains, writes and syncs each group, then answers its calls. A
+/// failed write or sync ends it: every call waiting, and every later one, fails.
+fn write_appends(
+    file: &std::fs::File,
+    mut receiver: tokio::sync::mpsc::Receiver<Append>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let mut groups = mpi_server::audit_log::Groups::default();
+    let mut head = mpi_core::audit::ChainHead::EMPTY;
+    let (mut frames, mut offset) = (Vec::new(), 0u64);
+    while let Some(group) = groups.next(&mut receiver) {
+        frames.clear();
+        for append in &group {
+            let sequence = head.sequence + 1;
+            let hash = mpi_core::audit::event_hash(&head.hash, sequence, &append.content);
+            let length = u32::try_from(8 + 64 + append.content.len()).unwrap_or(u32::MAX);
+            frames.extend_from_slice(&length.to_le_bytes());
+            frames.extend_from_slice(&sequence.to_be_bytes());
+            frames.extend_from_slice(&head.hash);
+            frames.extend_from_slice(&hash);
+            frames.extend_from_slice(&append.content);
+            head = mpi_core::audit::ChainHead { sequence, hash };
+        }
+        let bytes = frames.len() as u64;
+        if offset + bytes > LOG_BYTES {
+            // Over the file again from its start: its size never changes.
+            offset = 0;
+        }
+        file.write_all_at(&frames, offset)?;
+        file.sync_data()?;
+        groups.committed();
+        offset += bytes;
+        for append in group {
+            let _ = append.durable.send(());
+        }
+    }
+    Ok(())
 }
 
 /// Pins the calling thread to `core` (when the machine has it). The core is named directly:
@@ -137,11 +243,17 @@ impl Drop for Pinned {
     }
 }
 
-/// Starts the echo server on 127.0.0.1:0 with the TLS files `Running::start` wrote.
-async fn start_echo(
+/// Starts an echo server (`service`) on 127.0.0.1:0 with the TLS files `Running::start` wrote;
+/// returns its address, what stops it, and its task, which ends once it has stopped and
+/// dropped `service`.
+async fn start_echo<S: pb::record_locator_server::RecordLocator>(
     tls_dir: &std::path::Path,
-    answer: pb::FindLocationsResponse,
-) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    service: S,
+) -> anyhow::Result<(
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+)> {
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(
             std::fs::read(tls_dir.join("server.pem"))?,
@@ -157,58 +269,119 @@ async fn start_echo(
     let router = Server::builder()
         .tls_config(tls)?
         .max_concurrent_streams(1024)
-        .add_service(pb::record_locator_server::RecordLocatorServer::new(Echo(
-            answer,
-        )));
-    tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        .add_service(pb::record_locator_server::RecordLocatorServer::new(service));
+    let served = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stopped.await;
     }));
-    Ok((address, stop))
+    Ok((address, stop, served))
 }
 
-/// The echo floor beside `server`: captures one of its real answers (to echo: the size of a
-/// typical FindLocations response), starts the echo server on `servers` with the TLS files in
-/// `tls_dir` that `server` uses, drives it with `load` from `clients`, and stops it. Returns the
-/// measurement and the answer's size in bytes.
-pub(crate) fn echo_floor(
-    server: &Arc<Running>,
-    servers: &Pinned,
-    clients: &Pinned,
-    tls_dir: &std::path::Path,
-    population: &Arc<Population>,
-    plan: &Arc<RecordPlan>,
-    load: &Load,
-) -> anyhow::Result<(Row, usize)> {
-    let answer = {
-        let (server, population, plan) = (server.clone(), population.clone(), plan.clone());
-        clients.run(async move { locations::one_answer(&server, &population, &plan).await })??
-    };
-    let size = prost::Message::encoded_len(&answer);
-    let (address, stop) = {
-        let tls_dir = tls_dir.to_path_buf();
-        servers.run(async move { start_echo(&tls_dir, answer).await })??
-    };
-    let echo = server.target().elsewhere(address);
-    let (population, plan) = (population.clone(), plan.clone());
-    let Load {
-        duration,
-        connections,
-        concurrency,
-    } = *load;
-    let floor = clients.run(async move {
-        locations::find(
-            &echo,
-            &population,
-            &plan,
+/// What the echo servers need besides the kouiki-mpi server whose answer they echo: the TLS
+/// files that server uses (in `tls_dir`), the runtimes they run on (`servers`) and the client
+/// runs on (`clients`), and the load, asking for the population's patients as the service is
+/// asked.
+pub(crate) struct Echoes<'a> {
+    pub(crate) servers: &'a Pinned,
+    pub(crate) clients: &'a Pinned,
+    pub(crate) tls_dir: &'a std::path::Path,
+    pub(crate) population: &'a Arc<Population>,
+    pub(crate) plan: &'a Arc<RecordPlan>,
+    pub(crate) load: Load,
+}
+
+impl Echoes<'_> {
+    /// One of `server`'s real answers, to echo: the size of a typical FindLocations response.
+    fn answer(&self, server: &Arc<Running>) -> anyhow::Result<pb::FindLocationsResponse> {
+        let (server, population, plan) =
+            (server.clone(), self.population.clone(), self.plan.clone());
+        self.clients
+            .run(async move { locations::one_answer(&server, &population, &plan).await })?
+    }
+
+    /// Starts `service` as an echo server beside `server`, drives it with the load, and stops
+    /// it.
+    fn measure<S: pb::record_locator_server::RecordLocator>(
+        &self,
+        server: &Running,
+        service: S,
+        label: &'static str,
+    ) -> anyhow::Result<Row> {
+        let (address, stop, served) = {
+            let tls_dir = self.tls_dir.to_path_buf();
+            self.servers
+                .run(async move { start_echo(&tls_dir, service).await })??
+        };
+        let echo = server.target().elsewhere(address);
+        let (population, plan) = (self.population.clone(), self.plan.clone());
+        let Load {
             duration,
             connections,
             concurrency,
+        } = self.load;
+        let measured = self.clients.run(async move {
+            locations::find(
+                &echo,
+                &population,
+                &plan,
+                duration,
+                connections,
+                concurrency,
+                label,
+            )
+            .await
+        })?;
+        let _ = stop.send(());
+        // Stopped, and the service dropped, before this returns.
+        self.servers.run(served)???;
+        measured
+    }
+
+    /// The echo floor beside `server`: the bare echo server of one of its answers. Returns the
+    /// measurement and the answer.
+    pub(crate) fn floor(
+        &self,
+        server: &Arc<Running>,
+    ) -> anyhow::Result<(Row, pb::FindLocationsResponse)> {
+        let answer = self.answer(server)?;
+        let row = self.measure(
+            server,
+            Echo {
+                answer: answer.clone(),
+                log: None,
+            },
             "Echo floor: bare tonic, same mTLS, fixed FindLocations answer (server on core 0)",
-        )
-        .await
-    })??;
-    let _ = stop.send(());
-    Ok((floor, size))
+        )?;
+        Ok((row, answer))
+    }
+
+    /// The echo server with one durable, chained append per call before it answers
+    /// ([`Echo::durable`]), its log a file in `log_dir`.
+    pub(crate) fn durable(
+        &self,
+        server: &Running,
+        answer: pb::FindLocationsResponse,
+        log_dir: &std::path::Path,
+    ) -> anyhow::Result<Row> {
+        let path = log_dir.join("durable-echo.log");
+        let (echo, writer) = {
+            let path = path.clone();
+            // Started from the servers' runtime, so its writer thread is on their core.
+            self.servers
+                .run(async move { Echo::durable(answer, &path) })??
+        };
+        let measured = self.measure(
+            server,
+            echo,
+            "Echo with a durable, chained append per call (group commit; server on core 0)",
+        );
+        let written = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the durable echo's writer panicked"))?;
+        std::fs::remove_file(&path)?;
+        // A failed write or sync fails the calls too: name the cause first.
+        written.context("the durable echo's log")?;
+        measured
+    }
 }
 
 /// Asks for every patient once (so that the server's caches hold what the measurement reads),
@@ -292,18 +465,22 @@ pub fn run(
             .run(async move { Running::start(&data_dir, &tls_dir, ca, audited, cache_mib).await })?
             .map(Arc::new)
     };
-    // The echo server answers with what this one answers; the audited server is measured
-    // last, since `scripts/profile-floor.sh` profiles the last seconds of FindLocations.
+    // The echo servers answer with what this one answers. The audited server comes last, since
+    // `scripts/profile-floor.sh` reads the phases in this order: the echo floor, then
+    // FindLocations without the audit log until the audited server's writer appears. The
+    // durable echo runs beside the server without the audit log (idle, and writing nothing),
+    // its log on the disk of the server's data.
     let unaudited = start(false)?;
-    let (floor, size) = echo_floor(
-        &unaudited,
-        &servers,
-        &clients,
-        &tls_dir,
-        &population,
-        &plan,
-        &load,
-    )?;
+    let echoes = Echoes {
+        servers: &servers,
+        clients: &clients,
+        tls_dir: &tls_dir,
+        population: &population,
+        plan: &plan,
+        load,
+    };
+    let (floor, answer) = echoes.floor(&unaudited)?;
+    let size = prost::Message::encoded_len(&answer);
     let bare = warm_and_find(
         &unaudited,
         &clients,
@@ -312,6 +489,7 @@ pub fn run(
         &load,
         "FindLocations without the audit log (its cost, measured; server on core 0)",
     )?;
+    let durable = echoes.durable(&unaudited, answer, data_dir)?;
     stop(unaudited, &servers)?;
     let server = start(true)?;
     let real = warm_and_find(
@@ -324,16 +502,93 @@ pub fn run(
     )?;
     stop(server, &servers)?;
     let rate = |row: &Row| row.operations as f64 / row.seconds;
-    let of_floor = |row: &Row| rate(row) / rate(&floor).max(1.0);
+    let of_floor = |row: &Row| {
+        format!(
+            "{:.0} / {:.0} = {:.2}",
+            rate(row),
+            rate(&floor),
+            rate(row) / rate(&floor).max(1.0)
+        )
+    };
     let summary = format!(
-        "FindLocations / echo floor: {:.0} / {:.0} = {:.2} (answers of {size} bytes; client on \
-         core 1)\nFindLocations without the audit log / echo floor: {:.0} / {:.0} = {:.2}",
-        rate(&real),
-        rate(&floor),
+        "FindLocations / echo floor: {} (answers of {size} bytes; client on core 1)\n\
+         FindLocations without the audit log / echo floor: {}\n\
+         Echo with a durable append per call / echo floor: {}",
         of_floor(&real),
-        rate(&bare),
-        rate(&floor),
         of_floor(&bare),
+        of_floor(&durable),
     );
-    Ok((vec![floor, bare, real], summary))
+    Ok((vec![floor, bare, durable, real], summary))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A frame of the durable echo's log.
+    struct Frame {
+        sequence: u64,
+        previous: [u8; 32],
+        hash: [u8; 32],
+        content: Vec<u8>,
+    }
+
+    /// The frames at the start of the durable echo's log, up to the zeros after them.
+    fn frames(path: &std::path::Path) -> Vec<Frame> {
+        let bytes = std::fs::read(path).unwrap();
+        let mut found = Vec::new();
+        let mut at = 0;
+        loop {
+            let length = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            if length == 0 {
+                return found;
+            }
+            let frame = &bytes[at + 4..at + 4 + length];
+            found.push(Frame {
+                sequence: u64::from_be_bytes(frame[..8].try_into().unwrap()),
+                previous: frame[8..40].try_into().unwrap(),
+                hash: frame[40..72].try_into().unwrap(),
+                content: frame[72..].to_vec(),
+            });
+            at += 4 + length;
+        }
+    }
+
+    #[test]
+    fn a_durable_echo_answers_each_call_once_its_record_is_in_the_log_and_chained() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (echo, writer) = Echo::durable(pb::FindLocationsResponse::default(), &path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), LOG_BYTES);
+        let log = echo.log.clone().unwrap();
+        for n in 1..=3u8 {
+            let (durable, done) = tokio::sync::oneshot::channel();
+            let content = vec![n; FRAME_BYTES - FRAME_HEAD];
+            log.blocking_send(Append { content, durable }).unwrap();
+            done.blocking_recv().unwrap();
+            // Written when the call is told, so in the file for any reader now.
+            assert_eq!(frames(&path).len(), usize::from(n));
+        }
+        drop((log, echo));
+        writer.join().unwrap().unwrap();
+        let mut previous = mpi_core::audit::GENESIS;
+        for (n, frame) in frames(&path).into_iter().enumerate() {
+            let Frame {
+                sequence,
+                previous: before,
+                hash,
+                content,
+            } = frame;
+            assert_eq!(sequence, n as u64 + 1);
+            assert_eq!(before, previous, "chained to the record before");
+            assert_eq!(
+                hash,
+                mpi_core::audit::event_hash(&before, sequence, &content)
+            );
+            assert_eq!(content, vec![sequence as u8; FRAME_BYTES - FRAME_HEAD]);
+            assert_eq!(4 + 8 + 64 + content.len(), FRAME_BYTES);
+            previous = hash;
+        }
+    }
 }

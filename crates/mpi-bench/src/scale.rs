@@ -163,15 +163,15 @@ pub fn measure(persons: usize, settings: &Settings) -> anyhow::Result<Point> {
     };
     let echo = {
         let echoes = Pinned::new(0, settings.flavour)?;
-        floor::echo_floor(
-            &server,
-            &echoes,
-            &clients,
-            tls.path(),
-            &population,
-            &plan,
-            &load,
-        )?
+        floor::Echoes {
+            servers: &echoes,
+            clients: &clients,
+            tls_dir: tls.path(),
+            population: &population,
+            plan: &plan,
+            load,
+        }
+        .floor(&server)?
         .0
     };
     let find = |label: &'static str| {

@@ -108,15 +108,21 @@ fn floor_measures_the_echo_server_and_the_service_in_one_run() {
         ratio(&out, "FindLocations without the audit log / echo floor:");
     assert!(bare > 0.0 && same_echo == echo, "{out}");
     assert!((bare_ratio - bare / echo).abs() < 0.01, "{out}");
+    // And the echo server with a durable append per call, against the same floor.
+    let (durable, durable_echo, durable_ratio) =
+        ratio(&out, "Echo with a durable append per call / echo floor:");
+    assert!(durable > 0.0 && durable_echo == echo, "{out}");
+    assert!((durable_ratio - durable / echo).abs() < 0.01, "{out}");
     let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();
     let at = |label: &str| rows.iter().position(|row| row.starts_with(label));
-    let (echo_row, bare_row, real_row) = (
+    let order = [
         at("| Echo floor"),
         at("| FindLocations without the audit log"),
+        at("| Echo with a durable, chained append per call"),
         at("| FindLocations (mTLS"),
-    );
+    ];
     assert!(
-        echo_row < bare_row && bare_row < real_row && echo_row.is_some(),
+        order.iter().all(Option::is_some) && order.is_sorted(),
         "{out}"
     );
 }

@@ -119,12 +119,34 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
 /// See [`GATHER`].
 const BUSY: std::time::Duration = std::time::Duration::from_millis(2);
 
-fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Receiver<Pending>) {
-    let mut last_commit = std::time::Instant::now() - BUSY;
-    let mut last_group = 0;
-    while let Some(first) = receiver.blocking_recv() {
+/// How a writer of durable appends takes its groups: the audit log's policy, public so that
+/// the benchmark's durable echo (`mpi-bench floor`), which measures the least a durable append
+/// per call costs, groups its appends exactly as the audit log does.
+#[derive(Debug)]
+pub struct Groups {
+    /// When the last group was durable (or failed).
+    last_commit: std::time::Instant,
+    /// How many events the last group took.
+    last_size: usize,
+}
+
+impl Default for Groups {
+    fn default() -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            last_commit: now.checked_sub(BUSY).unwrap_or(now),
+            last_size: 0,
+        }
+    }
+}
+
+impl Groups {
+    /// Waits for an item, then takes it with every item waiting (at most 4,096), after pausing
+    /// [`GATHER`] under load (see there). `None` once every sender is gone.
+    pub fn next<T>(&mut self, receiver: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
+        let first = receiver.blocking_recv()?;
         let mut group = vec![first];
-        if last_group > 1 && last_commit.elapsed() < BUSY {
+        if self.last_size > 1 && self.last_commit.elapsed() < BUSY {
             // One sleep, not a polling loop: every wake-up is a context switch.
             std::thread::sleep(GATHER);
         }
@@ -134,7 +156,19 @@ fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Re
                 Err(_) => break,
             }
         }
-        last_group = group.len();
+        self.last_size = group.len();
+        Some(group)
+    }
+
+    /// The group taken last is durable, or failed: gathering measures from now.
+    pub fn committed(&mut self) {
+        self.last_commit = std::time::Instant::now();
+    }
+}
+
+fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Receiver<Pending>) {
+    let mut groups = Groups::default();
+    while let Some(group) = groups.next(&mut receiver) {
         let (rows, _) = chain_rows(head, group.iter().map(|pending| &pending.event));
         let index: Vec<(u64, IdentifierKey)> = group
             .iter()
@@ -147,7 +181,7 @@ fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Re
             })
             .collect();
         let appended = store.append_audit(&rows, &index);
-        last_commit = std::time::Instant::now();
+        groups.committed();
         match appended {
             Ok(new_head) => {
                 head = new_head;
@@ -166,5 +200,35 @@ fn write_loop(store: Arc<dyn Store>, mut head: ChainHead, mut receiver: mpsc::Re
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_group_takes_every_item_waiting_and_no_more_than_the_most() {
+        let (sender, mut receiver) = mpsc::channel(GROUP_MAX + 10);
+        for item in 0..GROUP_MAX + 3 {
+            sender.try_send(item).unwrap();
+        }
+        let mut groups = Groups::default();
+        let first = groups.next(&mut receiver).unwrap();
+        assert_eq!(first, (0..GROUP_MAX).collect::<Vec<_>>());
+        groups.committed();
+        assert_eq!(
+            groups.next(&mut receiver).unwrap(),
+            vec![GROUP_MAX, GROUP_MAX + 1, GROUP_MAX + 2]
+        );
+        sender.try_send(7).unwrap();
+        drop(sender);
+        assert_eq!(
+            groups.next(&mut receiver).unwrap(),
+            vec![7],
+            "what was sent before the end"
+        );
+        assert!(groups.next(&mut receiver).is_none(), "every sender is gone");
     }
 }
