@@ -8,7 +8,7 @@ threads by the first rule below that matches a frame of the sample's stack. With
 calls per second (from the floor's output) it prints microseconds of server CPU per call.
 
     perf-components.py SCRIPT_TXT ECHO_PER_S FIND_PER_S [HZ] [--find-seconds N]
-                       [--unaudited PER_S] [--within FRAME PATTERN...]
+                       [--unaudited PER_S] [--durable PER_S] [--within FRAME PATTERN...]
 
 With `--find-seconds N`, the FindLocations phase is only the last N seconds in which the
 server ran FindLocations (the floor's measurement, after its warm-up, which asks for every
@@ -19,6 +19,11 @@ without the audit log (`floor` measures it before the audited server starts): th
 FindLocations seconds before the first sample of the audited server's `audit-writer` thread
 (the last such thread to appear), with PER_S its calls per second. `--find-seconds` applies to
 it too.
+
+With `--durable PER_S`, it also reports the phase in which the echo server answered each call
+only once a record of its own was durable (`floor` measures it before the audited server
+starts): the seconds in which its log's writer thread, `durable-echo`, ran, with PER_S its
+calls per second.
 
 With `--within`, it then breaks the FindLocations phase's samples that have a frame
 containing FRAME down by PATTERN: for each, the share of those samples with a frame
@@ -124,6 +129,7 @@ def main():
             sys.exit("--within needs a frame and at least one pattern")
     args, find_seconds = take_option(args, "--find-seconds", int)
     args, unaudited_rate = take_option(args, "--unaudited", float)
+    args, durable_rate = take_option(args, "--durable", float)
     path, echo_rate, find_rate = args[0], float(args[1]), float(args[2])
     hz = float(args[3]) if len(args) > 3 else 499.0
     every = [s for s in samples(path) if s[0] not in ("bench-core-1", "mpi-bench")]
@@ -175,6 +181,11 @@ def main():
         if not bare_secs:
             sys.exit("--unaudited: no FindLocations before the audited server's writer appeared")
         phases.append(("FindLocations without the audit log", *measured(bare_secs), unaudited_rate))
+    if durable_rate is not None:
+        durable_secs = sorted({int(t) for comm, _, t, _ in every if comm == "durable-echo"})
+        if not durable_secs:
+            sys.exit("--durable: the durable echo's writer thread never ran")
+        phases.append(("echo with a durable append per call", durable_secs[0] + 1, durable_secs[-1], durable_rate))
     phases.append(("FindLocations", find_lo, find_hi, find_rate))
     for label, lo, hi, rate in phases:
         seconds = hi - lo

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where the server's core goes per call: `mpi-bench floor` (the echo floor, then
-# FindLocations without the audit log, then FindLocations; server pinned to core 0, client to
-# core 1) under `perf record`, then the samples of each phase grouped by component in
+# FindLocations without the audit log, then the echo with a durable append per call, then
+# FindLocations; server pinned to core 0, client to core 1) under `perf record`, then the samples of each phase grouped by component in
 # microseconds per call
 # (scripts/perf-components.py). Needs `perf` and `python3`; builds the benchmark with debug
 # line tables into target/profiling (the release profile otherwise), so stacks name inlined
@@ -27,7 +27,8 @@ perf script -i "$out/perf.data" -F comm,tid,time,ip,sym > "$out/perf.txt" 2> /de
 # were in: the five tables' reads, redb's page cache, key comparisons, reads from the file, the
 # read cache.
 python3 scripts/perf-components.py "$out/perf.txt" "$(rate 'Echo floor')" "$(rate 'FindLocations (mTLS')" \
-    499 --find-seconds "$seconds" --unaudited "$(rate 'FindLocations without')" --within 'Mpi>::disclosure_view' \
+    499 --find-seconds "$seconds" --unaudited "$(rate 'FindLocations without')" \
+    --durable "$(rate 'Echo with a durable')" --within 'Mpi>::disclosure_view' \
     locations_of consents_of qualifications_by_insured persons_of members_of \
     PagedCachedFile::read =PagedCachedFile::read =memcmp pread64 open_table begin_read \
     TransactionTracker decode ReadCache::get ReadCache::put quick_cache

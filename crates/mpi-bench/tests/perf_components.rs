@@ -72,13 +72,16 @@ const KEYS_UNDER_VIEW: &[&str] = &[
 /// busy throughout and must be left out, and a second of import before it all (with an audit
 /// writer of its own) must not count as a phase.
 fn profile() -> String {
-    profile_with(false)
+    profile_with(false, false)
 }
 
 /// [`profile`], or with `unaudited` a phase of FindLocations without the audit log first:
 /// seconds 105–109 then have no audit writer and 10 samples a second on the worker (6 in the
-/// person view, 4 HTTP/2), and the audited phase is seconds 110–114.
-fn profile_with(unaudited: bool) -> String {
+/// person view, 4 HTTP/2), and the audited phase is seconds 110–114. With `durable` too, the
+/// echo server with a durable append per call comes before the audited phase: 5 seconds of 10
+/// samples a second on the worker (5 HTTP/2, 1 in the echo handler, 4 TLS) and 5 on the
+/// `durable-echo` thread; the audited phase is then seconds 115–119.
+fn profile_with(unaudited: bool, durable: bool) -> String {
     let mut out = String::new();
     for tick in 0..HZ {
         let time = 90.0 + f64::from(tick) / f64::from(HZ);
@@ -91,7 +94,12 @@ fn profile_with(unaudited: bool) -> String {
             &["std::fs::File::sync_data"],
         );
     }
-    let audited_from = if unaudited { 110 } else { 105 };
+    let durable_from = if unaudited { 110 } else { 105 };
+    let audited_from = if durable {
+        durable_from + 5
+    } else {
+        durable_from
+    };
     for second in 100..audited_from + 5 {
         for tick in 0..HZ {
             let time = f64::from(second) + f64::from(tick) / f64::from(HZ);
@@ -110,8 +118,14 @@ fn profile_with(unaudited: bool) -> String {
                     5 => ECHO_UNDER_GRPC,
                     _ => TLS_UNDER_H2,
                 }
-            } else if second < audited_from {
+            } else if second < durable_from {
                 if tick < 6 { STORE_UNDER_VIEW } else { H2 }
+            } else if second < audited_from {
+                match tick {
+                    0..5 => H2,
+                    5 => ECHO_UNDER_GRPC,
+                    _ => TLS_UNDER_H2,
+                }
             } else {
                 match tick {
                     0..2 => KEYS_UNDER_VIEW,
@@ -121,11 +135,20 @@ fn profile_with(unaudited: bool) -> String {
                 }
             }
             .to_vec();
-            if second >= 105 {
+            if second >= 105 && !(durable_from..audited_from).contains(&second) {
                 frames.push(FIND);
             }
             frames.push("tokio::runtime::scheduler::multi_thread::worker::Context::run");
             sample(&mut out, WORKER, 7, time, &frames);
+            if (durable_from..audited_from).contains(&second) && tick < 5 {
+                sample(
+                    &mut out,
+                    "durable-echo",
+                    9,
+                    time + 0.01,
+                    &["std::fs::File::sync_data"],
+                );
+            }
             if second >= audited_from && tick < 2 {
                 sample(
                     &mut out,
@@ -172,6 +195,19 @@ fn report(extra: &[&str]) -> Option<String> {
 
 /// The script's report on `profile`, as [`report`].
 fn report_on(profile: &str, extra: &[&str]) -> Option<String> {
+    let run = run_script(profile, extra)?;
+    let report = String::from_utf8(run.stdout).unwrap();
+    assert!(
+        run.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    Some(report)
+}
+
+/// The script run on `profile` (1,000 echo calls and 500 FindLocations a second) with `extra`
+/// arguments, whatever it answers; `None` where this machine has no Python (never in CI).
+fn run_script(profile: &str, extra: &[&str]) -> Option<std::process::Output> {
     let python = ["python3", "python"].into_iter().find(|candidate| {
         Command::new(candidate)
             .arg("--version")
@@ -190,20 +226,15 @@ fn report_on(profile: &str, extra: &[&str]) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("perf.txt");
     std::fs::write(&text, profile).unwrap();
-    let run = Command::new(python)
-        .arg(&script)
-        .arg(&text)
-        .args(["1000", "500", &HZ.to_string()])
-        .args(extra)
-        .output()
-        .unwrap();
-    let report = String::from_utf8(run.stdout).unwrap();
-    assert!(
-        run.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    Some(report)
+    Some(
+        Command::new(python)
+            .arg(&script)
+            .arg(&text)
+            .args(["1000", "500", &HZ.to_string()])
+            .args(extra)
+            .output()
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -268,7 +299,7 @@ fn the_components_script_reports_the_phase_without_the_audit_log_apart_when_aske
     // 800 FindLocations a second without the audit log in seconds 105–109 (measured 106–108),
     // before the audited server's writer first ran (second 110; the import's writer, at 90,
     // is not the audited server's).
-    let Some(report) = report_on(&profile_with(true), &["--unaudited", "800"]) else {
+    let Some(report) = report_on(&profile_with(true, false), &["--unaudited", "800"]) else {
         return;
     };
     assert!(
@@ -296,13 +327,66 @@ fn the_components_script_reports_the_phase_without_the_audit_log_apart_when_aske
         "{report}"
     );
     // Without the flag, the audited phase alone is FindLocations.
-    let Some(plain) = report_on(&profile_with(true), &[]) else {
+    let Some(plain) = report_on(&profile_with(true, false), &[]) else {
         return;
     };
     assert!(!plain.contains("without the audit log"), "{plain}");
     assert!(
         plain.contains("FindLocations: 3 s at 500 calls/s;"),
         "{plain}"
+    );
+}
+
+#[test]
+fn the_components_script_reports_the_durable_echo_apart_when_asked() {
+    // 600 durable echo calls a second in seconds 110–114 (measured 111–113, by its writer
+    // thread), between the phase without the audit log and the audited one (115–119).
+    let profile = profile_with(true, true);
+    let Some(report) = report_on(&profile, &["--unaudited", "800", "--durable", "600"]) else {
+        return;
+    };
+    assert!(
+        report.contains(
+            "echo with a durable append per call: 3 s at 600 calls/s; server threads busy 1.50 of a core = 2500.0 us per call"
+        ),
+        "{report}"
+    );
+    assert_eq!(
+        rows(&report, "echo with a durable append per call:"),
+        expected(&[
+            ("HTTP/2 (h2, hyper)", 833.3),
+            ("echo server's handler", 166.7),
+            ("TLS and socket reads and writes", 666.7),
+            ("thread durable-echo", 833.3),
+        ])
+    );
+    // The phases around it as before: the durable echo is neither the echo floor nor a
+    // FindLocations phase.
+    assert!(
+        report.contains(
+            "FindLocations without the audit log: 3 s at 800 calls/s; server threads busy 1.00 of a core"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "FindLocations: 3 s at 500 calls/s; server threads busy 1.20 of a core = 2400.0 us per call"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("echo floor: 3 s at 1000 calls/s; server threads busy 1.00 of a core"),
+        "{report}"
+    );
+    // A profile without the durable echo's writer is refused, not measured as zero.
+    let Some(run) = run_script(&profile_with(true, false), &["--durable", "600"]) else {
+        return;
+    };
+    let error = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{error}");
+    assert!(
+        error.contains("durable echo's writer thread never ran"),
+        "{error}"
     );
 }
 
