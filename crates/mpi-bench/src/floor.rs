@@ -312,24 +312,14 @@ impl Echoes<'_> {
                 .run(async move { start_echo(&tls_dir, service).await })??
         };
         let echo = server.target().elsewhere(address);
-        let (population, plan) = (self.population.clone(), self.plan.clone());
-        let Load {
-            duration,
-            connections,
-            concurrency,
-        } = self.load;
-        let measured = self.clients.run(async move {
-            locations::find(
-                &echo,
-                &population,
-                &plan,
-                duration,
-                connections,
-                concurrency,
-                label,
-            )
-            .await
-        })?;
+        let measured = find(
+            self.clients,
+            echo,
+            self.population,
+            self.plan,
+            &self.load,
+            label,
+        );
         let _ = stop.send(());
         // Stopped, and the service dropped, before this returns.
         self.servers.run(served)???;
@@ -395,9 +385,9 @@ fn warm_and_find(
     label: &'static str,
 ) -> anyhow::Result<Row> {
     let Load {
-        duration,
         connections,
         concurrency,
+        ..
     } = *load;
     let warmed = {
         let (target, population, plan) =
@@ -411,7 +401,31 @@ fn warm_and_find(
         warmed.0,
         warmed.1.as_secs_f64()
     );
-    let (target, population, plan) = (server.target().clone(), population.clone(), plan.clone());
+    find(
+        clients,
+        server.target().clone(),
+        population,
+        plan,
+        load,
+        label,
+    )
+}
+
+/// Drives `target` with the FindLocations `load` from `clients` and measures it as `label`.
+fn find(
+    clients: &Pinned,
+    target: locations::Target,
+    population: &Arc<Population>,
+    plan: &Arc<RecordPlan>,
+    load: &Load,
+    label: &'static str,
+) -> anyhow::Result<Row> {
+    let (population, plan) = (population.clone(), plan.clone());
+    let Load {
+        duration,
+        connections,
+        concurrency,
+    } = *load;
     clients.run(async move {
         locations::find(
             &target,
