@@ -3,15 +3,17 @@
 //! kouiki-mpi answer, captured first, so the same size); kouiki-mpi then answers the same load
 //! without the audit log (what the audit log costs, measured: never how the server runs); the
 //! echo server then answers once more, each call only after a record of its own is durable in a
-//! log (the least that making an audit event durable before answering costs on this machine,
-//! whatever else a server does: [`Echo::durable`]); and kouiki-mpi answers for real
-//! (consent-filtered, audited). The same client drives all four: 4 connections, 64 in flight. Servers run on a runtime pinned to core 0 (with every thread they start: the
-//! audit writer, the blocking pool), multi-thread with one worker as `kouiki-mpi serve` runs
-//! unless `--one-thread-server` asks for the current-thread scheduler; the client runs on a
-//! current-thread runtime pinned to core 1 (the cheapest tokio client: ~15 % more echo calls per
-//! second than a one-worker multi-thread runtime, docs/benchmarks.md). Before kouiki-mpi is
-//! measured, the client asks for every patient once, as `scale` does: the store's caches then
-//! hold what the measurement reads, instead of filling during it.
+//! log grouped as the audit log groups its events (what making an audit event durable before
+//! answering costs on this machine at the least, with such a group commit: [`Echo::durable`]);
+//! and kouiki-mpi answers for real (consent-filtered, audited). The same client drives all
+//! four: 4 connections, 64 in flight. Servers run on a runtime pinned to core 0 (with every
+//! thread they start: the audit writer, the blocking pool), multi-thread with one worker as
+//! `kouiki-mpi serve` runs unless `--one-thread-server` asks for the current-thread scheduler;
+//! the client runs on a current-thread runtime pinned to core 1 (the cheapest tokio client:
+//! ~15 % more echo calls per second than a one-worker multi-thread runtime,
+//! docs/benchmarks.md). Before kouiki-mpi is measured, the client asks for every patient once,
+//! as `scale` does: the store's caches then hold what the measurement reads, instead of filling
+//! during it.
 
 use std::sync::Arc;
 
@@ -135,7 +137,7 @@ fn write_appends(
         for append in &group {
             let sequence = head.sequence + 1;
             let hash = mpi_core::audit::event_hash(&head.hash, sequence, &append.content);
-            let length = u32::try_from(8 + 64 + append.content.len()).unwrap_or(u32::MAX);
+            let length = u32::try_from(FRAME_HEAD - 4 + append.content.len()).unwrap_or(u32::MAX);
             frames.extend_from_slice(&length.to_le_bytes());
             frames.extend_from_slice(&sequence.to_be_bytes());
             frames.extend_from_slice(&head.hash);
